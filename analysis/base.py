@@ -1,0 +1,18 @@
+"""The analysis step contract: parameters in ``__init__``, ``fit(series) -> StepResult``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class StepResult:
+    """What a step found: scalar ``metrics`` (logged as ``analysis/<step>/<name>``) and tables.
+
+    ``tables`` maps a name to column-oriented data (``{"E": [...], "rho": [...]}``), saved as
+    JSON artifacts beside the run.
+    """
+
+    metrics: dict[str, float]
+    tables: dict[str, dict[str, list[Any]]] = field(default_factory=dict)

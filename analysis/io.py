@@ -1,0 +1,89 @@
+"""Reading runs, metric histories and trajectories back from MLflow (the only MLflow reader)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from dynsweep.errors import DataError, UserError
+from trainers.recording import Trajectory, read_trajectory
+
+
+def default_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the embedded store ``./mlflow.db``."""
+    from orchestrator.tracking import resolve_uri
+
+    return resolve_uri(os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
+
+
+def _experiment_id(client: MlflowClient, experiment: str) -> str:
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = [e.name for e in client.search_experiments()]
+        raise UserError(f"experiment {experiment!r} not found in {client.tracking_uri}; "
+                        f"experiments there: {', '.join(names) or 'none'}")
+    return exp.experiment_id
+
+
+def find_sweeps(experiment: str, uri: str | None = None) -> list[Run]:
+    """The sweep (parent) runs of ``experiment``, newest first."""
+    client = MlflowClient(uri or default_uri())
+    return client.search_runs(
+        [_experiment_id(client, experiment)], filter_string="tags.`dynsweep.role` = 'sweep'",
+        order_by=["attributes.start_time DESC"], max_results=10_000,
+    )
+
+
+def find_runs(experiment: str, sweep: str | None = None, status: str | None = None,
+              uri: str | None = None) -> list[Run]:
+    """The trial runs of one sweep of ``experiment`` (default: its newest sweep).
+
+    ``sweep`` is a parent run id or run name; ``status`` filters (e.g. ``"FINISHED"``).
+    """
+    client = MlflowClient(uri or default_uri())
+    exp_id = _experiment_id(client, experiment)
+    sweeps = find_sweeps(experiment, uri=client.tracking_uri)
+    if not sweeps:
+        raise UserError(f"experiment {experiment!r} has no dynsweep sweeps")
+    parent = sweeps[0]
+    if sweep is not None:
+        match = [s for s in sweeps if sweep in (s.info.run_id, s.info.run_name)]
+        if not match:
+            raise UserError(f"no sweep {sweep!r} in experiment {experiment!r}")
+        parent = match[0]
+    query = f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    if status:
+        query += f" and attributes.status = '{status}'"
+    runs = client.search_runs([exp_id], filter_string=query, max_results=50_000)
+    return sorted(runs, key=lambda r: r.info.run_name or "")
+
+
+def metric_history(run_id: str, key: str, uri: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(steps, values)`` of metric ``key`` of a run, sorted by step."""
+    client = MlflowClient(uri or default_uri())
+    points = client.get_metric_history(run_id, key)
+    if not points:
+        raise DataError(f"run {run_id} has no metric {key!r}")
+    points.sort(key=lambda m: (m.step, m.timestamp))
+    steps = np.array([m.step for m in points], dtype=np.int64)
+    values = np.array([m.value for m in points], dtype=float)
+    return steps, values
+
+
+def load_trajectory(run_id: str, name: str, steps: slice | None = None,
+                    uri: str | None = None) -> Trajectory:
+    """A recorded trajectory of a run: ``values[i]`` recorded at ``steps[i]``.
+
+    Chunks are memory-mapped; only the rows selected by ``steps`` (a slice over step numbers)
+    are read. Artifacts on a remote store are downloaded once to a local cache first.
+    """
+    client = MlflowClient(uri or default_uri())
+    try:
+        local = client.download_artifacts(run_id, f"trajectories/{name}")
+    except Exception as exc:
+        raise DataError(f"run {run_id} has no trajectory {name!r} ({exc})") from exc
+    return read_trajectory(Path(local), steps=steps)

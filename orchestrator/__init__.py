@@ -1,0 +1,1 @@
+"""Orchestrator: experiment specs, sweeps on Ray Tune, the CLI, and MLflow tracking."""

@@ -1,0 +1,204 @@
+"""The ``dynsweep`` command line: parse, validate, call the orchestrator; nothing else here.
+
+User errors (bad config, missing file, unreachable store) print one message and exit 2;
+``--debug`` shows the traceback as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from dynsweep import __version__
+from dynsweep.errors import UserError
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dynsweep",
+        description="Sweep trainers on Ray Tune, record training dynamics into MLflow, "
+                    "analyse the recorded trajectories.",
+    )
+    parser.add_argument("--version", action="version", version=f"dynsweep {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("sweep", help="run the experiment described by a YAML file",
+                       description="Run a sweep: validate CONFIG, run its trials on Ray Tune, "
+                                   "log every trial to MLflow, then run its analysis steps.")
+    p.add_argument("config", help="experiment YAML (e.g. configs/quickstart.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field, e.g. --set stop.iterations=50 (repeatable; the "
+                        "value is YAML: --set 'config.optimizer.lr={grid: [0.1, 0.01]}')")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved experiment, trial count and resources; start nothing")
+    p.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: {DEFAULT_URI}, or "
+                                          "MLFLOW_TRACKING_URI, or tracking.uri of the config)")
+    p.add_argument("--address", help="Ray cluster address (default: start Ray locally; "
+                                     "'auto' inside a cluster)")
+    _add_common(p)
+
+    p = sub.add_parser("resume", help="continue an interrupted sweep",
+                       description="Continue an interrupted sweep: finished trials are kept, "
+                                   "unfinished ones continue from their last checkpoint in "
+                                   "the same MLflow runs.")
+    p.add_argument("sweep", help="sweep folder (printed by 'sweep') or experiment name (newest)")
+    p.add_argument("--address", help="Ray cluster address")
+    _add_common(p)
+
+    p = sub.add_parser("runs", help="print the trials of an experiment's sweep as a table")
+    p.add_argument("experiment", help="MLflow experiment name (the config's name)")
+    p.add_argument("--sweep", help="sweep run id or name (default: the newest)")
+    p.add_argument("--sort", metavar="METRIC", help="sort by this metric")
+    p.add_argument("--mode", choices=["min", "max"], default="min", help="sort order")
+    p.add_argument("--filter", dest="filters", action="append", default=[], metavar="PARAM=VALUE",
+                   help="keep trials whose param equals VALUE (repeatable)")
+    p.add_argument("--csv", type=Path, help="also write the table to this CSV file")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI")
+    _add_common(p)
+
+    p = sub.add_parser("analyze", help="run analysis steps on the finished trials of a sweep")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("config", nargs="?", help="experiment YAML whose 'analysis' steps to run")
+    src.add_argument("--experiment", help="experiment name; runs the EDM step on train/loss")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--sweep", help="sweep run id or name (default: the newest)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI")
+    p.add_argument("--address", help="Ray cluster address")
+    _add_common(p)
+
+    p = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the tracking store")
+    p.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: {DEFAULT_URI})")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=5000)
+    _add_common(p)
+    return parser
+
+
+def _uri(arg: str | None) -> str:
+    from orchestrator.tracking import resolve_uri
+
+    return resolve_uri(arg or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI)
+
+
+def _finish_sweep(outcome) -> int:
+    from analysis.runner import analyze
+    from orchestrator.spec import ExperimentSpec
+    from orchestrator.summary import sweep_summary
+    from orchestrator.sweep import finish
+
+    print(sweep_summary(outcome))
+    if outcome.status != "FINISHED":
+        return 130
+    spec = ExperimentSpec.model_validate(outcome.setup.spec)
+    if spec.analysis:
+        _print_analysis(analyze(spec.experiment_name(), spec.analysis, outcome.setup.uri,
+                                sweep=outcome.setup.parent_run_id))
+    finish(outcome)
+    return 0
+
+
+def _print_analysis(outcomes) -> None:
+    print("\nAnalysis (written to each run as analysis/<step>/<metric>):")
+    for o in outcomes:
+        shown = o.error or "  ".join(f"{k} = {v:.4g}" for k, v in o.metrics.items())
+        print(f"  {o.run_name:<40} {o.step:<8} {shown}")
+
+
+def _cmd_sweep(args) -> int:
+    from orchestrator import sweep
+    from orchestrator.spec import load_spec
+
+    spec = load_spec(args.config, args.overrides)
+    if args.dry_run:
+        print(sweep.plan(spec))
+        return 0
+    return _finish_sweep(sweep.run(spec, address=args.address, tracking_uri=args.tracking_uri))
+
+
+def _cmd_resume(args) -> int:
+    from orchestrator import sweep
+
+    return _finish_sweep(sweep.resume(args.sweep, address=args.address))
+
+
+def _cmd_runs(args) -> int:
+    from analysis.io import find_runs
+    from orchestrator.summary import format_table, rows, sort_rows, write_csv
+
+    runs = find_runs(args.experiment, sweep=args.sweep, uri=_uri(args.tracking_uri))
+    for item in args.filters:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--filter {item!r}: expected PARAM=VALUE")
+        runs = [r for r in runs if r.data.params.get(key) == value]
+    columns, table = rows(runs)
+    if args.sort:
+        table = sort_rows(table, args.sort, args.mode)
+    print(format_table(columns, table))
+    if args.csv:
+        write_csv(args.csv, columns, table)
+        print(f"wrote {args.csv}")
+    return 0
+
+
+def _cmd_analyze(args) -> int:
+    from analysis.runner import analyze
+    from orchestrator.spec import AnalysisStepSpec, load_spec
+    from orchestrator.sweep import init_ray
+
+    if args.config:
+        spec = load_spec(args.config, args.overrides)
+        experiment, steps = spec.experiment_name(), spec.analysis
+        uri = _uri(args.tracking_uri or spec.tracking.uri)
+        if not steps:
+            raise UserError(f"{args.config}: has no 'analysis' steps")
+    else:
+        experiment, steps = args.experiment, (AnalysisStepSpec(step="edm"),)
+        uri = _uri(args.tracking_uri)
+    init_ray(args.address)
+    _print_analysis(analyze(experiment, steps, uri, sweep=args.sweep))
+    return 0
+
+
+def _cmd_ui(args) -> int:
+    uri = _uri(args.tracking_uri)
+    mlflow = shutil.which("mlflow") or "mlflow"
+    cmd = [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    if uri.startswith("sqlite:///"):
+        root = Path(uri[len("sqlite:///"):]).parent / "mlartifacts"
+        cmd += ["--default-artifact-root", root.resolve().as_uri()]
+    print(f"MLflow UI for {uri}: http://{args.host}:{args.port}  (Ctrl+C to stop)", flush=True)
+    return subprocess.call(cmd)
+
+
+COMMANDS = {"sweep": _cmd_sweep, "resume": _cmd_resume, "runs": _cmd_runs,
+            "analyze": _cmd_analyze, "ui": _cmd_ui}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"dynsweep {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""Registries: stable names → factories, imported lazily (nothing heavy at config-read time).
+
+``SEARCHERS`` and ``SCHEDULERS`` build Ray Tune search algorithms and trial schedulers from an
+:class:`~orchestrator.spec.ExperimentSpec`; ``ANALYSIS_STEPS`` names analysis step classes.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from orchestrator import space
+
+if TYPE_CHECKING:
+    from orchestrator.spec import ExperimentSpec
+
+
+def _basic_variants(spec: ExperimentSpec) -> Any:
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=spec.search.seed)
+
+
+def _optuna(spec: ExperimentSpec) -> Any:
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    objectives = spec.search.objectives
+    sampler = optuna.samplers.TPESampler(seed=spec.search.seed)
+    if objectives:  # multi-objective: the searcher owns the metrics, Tune's own metric is unset
+        return OptunaSearch(
+            metric=list(objectives), mode=list(objectives.values()), sampler=sampler
+        )
+    return OptunaSearch(sampler=sampler)
+
+
+SEARCHERS = {
+    "grid": _basic_variants,
+    "random": _basic_variants,
+    "optuna": _optuna,
+}
+
+
+def _fifo(spec: ExperimentSpec) -> Any:
+    from ray.tune.schedulers import FIFOScheduler
+
+    return FIFOScheduler()
+
+
+def _asha(spec: ExperimentSpec) -> Any:
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(
+        time_attr="step",
+        max_t=spec.stop.iterations,
+        grace_period=min(spec.scheduler.grace_period, spec.stop.iterations),
+        reduction_factor=spec.scheduler.reduction_factor,
+    )
+
+
+def _pbt(spec: ExperimentSpec) -> Any:
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    parsed = space.parse(spec.config)
+    mutations: dict[str, Any] = {}
+    for path, dom in space.domains(parsed):
+        if dom.kind == "grid":
+            continue
+        node = mutations.setdefault("config", {})
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = dom.to_tune()
+    return PopulationBasedTraining(
+        time_attr="step",
+        perturbation_interval=spec.scheduler.perturbation_interval,
+        hyperparam_mutations=mutations,
+    )
+
+
+SCHEDULERS = {
+    "fifo": _fifo,
+    "asha": _asha,
+    "pbt": _pbt,
+}
+
+ANALYSIS_STEPS: dict[str, str] = {
+    "edm": "analysis.edm:EmbedDimension",
+}
+
+
+def make_searcher(spec: ExperimentSpec) -> Any:
+    return SEARCHERS[spec.search.algorithm](spec)
+
+
+def make_scheduler(spec: ExperimentSpec) -> Any:
+    return SCHEDULERS[spec.scheduler.name](spec)
+
+
+def get_analysis_step(name: str) -> type:
+    module, attr = ANALYSIS_STEPS[name].split(":")
+    return getattr(importlib.import_module(module), attr)

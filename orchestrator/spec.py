@@ -1,0 +1,262 @@
+"""The ExperimentSpec: one YAML file → a validated, typed, frozen description of a sweep.
+
+Everything is checked here, before Ray starts: the section fields, registry names (trainer,
+searcher, scheduler, analysis steps), the search-space DSL, and the trainer's own typed config
+at every corner of the space (every grid/choice value, both ends of every range).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dynsweep.errors import ConfigError
+from orchestrator import space
+from orchestrator.registry import ANALYSIS_STEPS, SCHEDULERS, SEARCHERS
+from trainers import TRAINERS, get_trainer_class
+from trainers.loop import LoopConfig, StopRule
+
+
+def _registered(registry: dict[str, Any], what: str):
+    def check(value: str) -> str:
+        if value not in registry:
+            raise ValueError(f"unknown {what} {value!r}; expected one of: {', '.join(sorted(registry))}")
+        return value
+
+    return check
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SearchSpec(_Section):
+    """How trials are chosen. ``objectives`` (optuna only) makes the search multi-objective."""
+
+    algorithm: str = "grid"
+    seed: int | None = None
+    objectives: dict[str, Literal["max", "min"]] | None = None
+
+    _algo = field_validator("algorithm")(_registered(SEARCHERS, "search algorithm"))
+
+
+class SchedulerSpec(_Section):
+    """Early stopping / population schedule; intervals are in training steps."""
+
+    name: str = "fifo"
+    grace_period: int = Field(20, ge=1)
+    reduction_factor: float = Field(3.0, gt=1)
+    perturbation_interval: int = Field(50, ge=1)
+
+    _name = field_validator("name")(_registered(SCHEDULERS, "scheduler"))
+
+
+class ResourcesSpec(_Section):
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)
+    workers: int = Field(1, ge=1)
+
+
+class TrackingSpec(_Section):
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str | None = None
+
+
+class AnalysisStepSpec(_Section):
+    """One analysis step run on every finished trial; ``input`` is a metric key."""
+
+    step: str
+    input: str = "train/loss"
+    params: dict[str, Any] = {}
+
+    _step = field_validator("step")(_registered(ANALYSIS_STEPS, "analysis step"))
+
+
+class ExperimentSpec(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    trainer: str
+    config: dict[str, Any] = {}
+    seed: Any = 0
+    metric: str = "val/loss"
+    mode: Literal["max", "min"] = "min"
+    search: SearchSpec = SearchSpec()
+    scheduler: SchedulerSpec = SchedulerSpec()
+    num_samples: int = Field(1, ge=1, le=100_000)
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    resources: ResourcesSpec = ResourcesSpec()
+    stop: StopRule = StopRule()
+    loop: LoopConfig = LoopConfig()
+    max_failures: int = Field(2, ge=0)
+    tracking: TrackingSpec = TrackingSpec()
+    storage: str = "dynsweep_runs"
+    data_dir: str = "data"
+    analysis: tuple[AnalysisStepSpec, ...] = ()
+
+    _trainer = field_validator("trainer")(_registered(TRAINERS, "trainer"))
+
+    # --- derived -------------------------------------------------------------------------
+    def parsed_space(self) -> dict[str, Any]:
+        """The param space of one trial (``config`` and ``seed``), with Domain objects."""
+        return {"config": space.parse(self.config, ("config",)), "seed": space.parse(self.seed, ("seed",))}
+
+    def num_trials(self) -> int:
+        if self.search.algorithm == "optuna":
+            return self.num_samples
+        return space.grid_size(self.parsed_space()) * self.num_samples
+
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or self.name
+
+    def resolved(self) -> dict[str, Any]:
+        """The spec as plain data, with every default filled in (saved with every run)."""
+        return self.model_dump(mode="json")
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.resolved(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+def _model_at(model: type[BaseModel] | None, loc: tuple) -> type[BaseModel] | None:
+    for part in loc:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return None
+        ann = model.model_fields[part].annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return model
+
+
+def format_validation(exc: ValidationError, prefix: str, model: type[BaseModel]) -> str:
+    """One line per error: the dotted field path, what was wrong, and what was expected."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+        path = ".".join(str(p) for p in (prefix, *loc) if p != "")
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(model, loc[:-1])
+            valid = f"; valid fields: {', '.join(parent.model_fields)}" if parent else ""
+            lines.append(f"{path}: unknown field{valid}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            got = err.get("input")
+            shown = "" if isinstance(got, dict) or err["type"] == "missing" else f" (got {got!r})"
+            lines.append(f"{path}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = raw
+    for key in keys[:-1]:
+        nxt = node.get(key)
+        if nxt is None:
+            nxt = node[key] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {dotted}: {key!r} is not a mapping (it is {nxt!r})")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``path.to.key=value`` overrides; values are parsed as YAML (``0.1``, ``[1,2]``)."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_/-]+(\.[A-Za-z0-9_/-]+)*", key):
+            raise ConfigError(f"--set {item!r}: expected path.to.key=value")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from exc
+        _set(raw, key, value)
+    return raw
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping of experiment fields at the top level")
+    return raw
+
+
+def validate_trainer_config(spec: ExperimentSpec) -> None:
+    """Validate the trainer's typed config at every corner of the search space."""
+    cls = get_trainer_class(spec.trainer)
+    parsed = spec.parsed_space()
+    for chosen, value in space.variants(parsed["config"]):
+        try:
+            cls.Config.model_validate(value)
+        except ValidationError as exc:
+            at = "".join(f" (when config.{space.dotted(p)} = {v!r})" for p, v in chosen.items())
+            raise ConfigError(format_validation(exc, "config", cls.Config) + at) from None
+    for _, dom in space.domains(parsed["seed"]):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in dom.corners()):
+            raise ConfigError("seed: expected integers")
+    if not isinstance(parsed["seed"], space.Domain | int) or isinstance(parsed["seed"], bool):
+        raise ConfigError(f"seed: expected an integer or a search dimension, got {spec.seed!r}")
+    bad = [r.probe for r in spec.loop.record if r.probe not in cls.probes]
+    if bad:
+        raise ConfigError(
+            f"loop.record: trainer {spec.trainer!r} has no probe {bad[0]!r}; "
+            f"expected one of: {', '.join(cls.probes)}"
+        )
+
+
+def check_consistency(spec: ExperimentSpec) -> None:
+    """Cross-field rules that a single field cannot express."""
+    parsed = spec.parsed_space()
+    algo = spec.search.algorithm
+    if algo == "optuna" and any(d.kind == "grid" for _, d in space.domains(parsed)):
+        raise ConfigError("config: 'grid' dimensions need search.algorithm grid or random; "
+                          "with optuna use 'choice'")
+    if spec.search.objectives and algo != "optuna":
+        raise ConfigError("search.objectives: multi-objective search needs search.algorithm optuna")
+    if spec.search.objectives and spec.scheduler.name != "fifo":
+        raise ConfigError("scheduler.name: multi-objective search works only with scheduler fifo")
+    if spec.scheduler.name == "pbt" and not any(
+        d.kind != "grid" for _, d in space.domains(parsed["config"])
+    ):
+        raise ConfigError("scheduler.name: pbt needs choice/uniform/loguniform/randint dimensions "
+                          "in config to mutate")
+    if spec.num_trials() > 100_000:
+        raise ConfigError(f"config: the space has {spec.num_trials()} trials; the limit is 100000")
+    if spec.resources.workers > 1:
+        raise ConfigError(
+            "resources.workers: distributed trials (workers > 1) are not available yet; use 1"
+        )
+
+
+def load_spec(path: str | Path | None = None, overrides: list[str] | None = None,
+              raw: dict[str, Any] | None = None) -> ExperimentSpec:
+    """Read, override and validate an experiment; raises :class:`ConfigError` with the field path."""
+    data = read_yaml(path) if raw is None else json.loads(json.dumps(raw))
+    data = apply_overrides(data, overrides or [])
+    origin = f"{path}: " if path else ""
+    try:
+        spec = ExperimentSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(origin + "invalid experiment\n" + format_validation(exc, "", ExperimentSpec)) from None
+    try:
+        space.parse(spec.config, ("config",))
+        validate_trainer_config(spec)
+        check_consistency(spec)
+    except ConfigError as exc:
+        raise ConfigError(origin + "invalid experiment\n" + str(exc)) from None
+    return spec
+
+
+def dump_yaml(spec: ExperimentSpec) -> str:
+    return yaml.safe_dump(spec.resolved(), sort_keys=False)

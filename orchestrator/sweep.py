@@ -1,0 +1,184 @@
+"""Building, running and resuming a sweep: one Ray Tune ``Tuner`` per experiment.
+
+``run(spec)`` checks the tracking store and the Ray address, opens the sweep's parent MLflow
+run, writes ``dynsweep_sweep.json`` beside the Tune experiment (so ``resume`` can rebuild
+everything), runs the trials, closes every run with its true status, prints a summary and
+then runs the analysis steps of the spec on the finished trials.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from dynsweep.errors import ConfigError, UserError
+from orchestrator import registry, space, tracking
+from orchestrator.spec import ExperimentSpec, dump_yaml
+from orchestrator.trial import SweepSetup, make_trainable
+
+MANIFEST = "dynsweep_sweep.json"
+
+
+@dataclass
+class SweepOutcome:
+    name: str
+    path: Path
+    setup: SweepSetup
+    status: str  # FINISHED | KILLED
+    seconds: float
+
+
+def plan(spec: ExperimentSpec) -> str:
+    """What a sweep would do (``--dry-run``): resolved spec, trial count, resources."""
+    res, n = spec.resources, spec.num_trials()
+    concurrent = spec.max_concurrent_trials or "as many as fit"
+    dims = [f"  {space.dotted(p)}: {d.kind} {list(d.values)}" for p, d in
+            space.domains(spec.parsed_space())]
+    return "\n".join([
+        "# resolved experiment", dump_yaml(spec).rstrip(), "",
+        f"trials: {n} ({spec.search.algorithm} search, {spec.scheduler.name} scheduler)",
+        "search dimensions:", *(dims or ["  (none)"]),
+        f"resources per trial: {res.cpus:g} CPU, {res.gpus:g} GPU; concurrent trials: {concurrent}",
+        f"steps per trial: {spec.stop.iterations}; tracking: {spec.tracking.uri}",
+    ])
+
+
+def init_ray(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level="ERROR",
+                 log_to_driver=True)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ConfigError(f"--address: cannot connect to Ray at {address!r} ({exc})") from None
+
+
+def _tuner(setup: SweepSetup, sweep_dir: Path, restore: bool):
+    from ray import tune
+
+    from orchestrator.callbacks import RunStatusCallback
+
+    spec = ExperimentSpec.model_validate(setup.spec)
+    trainable = make_trainable(setup)
+    if restore:
+        return tune.Tuner.restore(str(sweep_dir), trainable, resume_unfinished=True,
+                                  resume_errored=False, restart_errored=False)
+    multi = bool(spec.search.objectives)
+    return tune.Tuner(
+        trainable,
+        param_space=space.to_tune(spec.parsed_space()),
+        tune_config=tune.TuneConfig(
+            metric=None if multi else spec.metric,
+            mode=None if multi else spec.mode,
+            search_alg=registry.make_searcher(spec),
+            scheduler=registry.make_scheduler(spec),
+            num_samples=spec.num_samples,
+            max_concurrent_trials=spec.max_concurrent_trials,
+            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+            trial_name_creator=lambda trial: f"trial_{trial.trial_id}",
+        ),
+        run_config=tune.RunConfig(
+            name=sweep_dir.name,
+            storage_path=str(sweep_dir.parent),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=[RunStatusCallback(setup.uri)],
+            verbose=1,
+        ),
+    )
+
+
+def _execute(setup: SweepSetup, sweep_dir: Path, restore: bool) -> SweepOutcome:
+    started = time.monotonic()
+    tuner = _tuner(setup, sweep_dir, restore)
+    try:
+        results = tuner.fit()
+        unfinished = len(results) - results.num_terminated - results.num_errors
+    except KeyboardInterrupt:
+        unfinished = -1
+    except BaseException as exc:  # Tune itself failed: leave no run RUNNING, then re-raise
+        tracking.close_unfinished_children(setup.uri, setup.experiment_id, setup.parent_run_id,
+                                           "FAILED")
+        tracking.end_run(setup.uri, setup.parent_run_id, "FAILED", f"{type(exc).__name__}: {exc}")
+        raise
+    spec = ExperimentSpec.model_validate(setup.spec)
+    if unfinished:
+        tracking.close_unfinished_children(setup.uri, setup.experiment_id, setup.parent_run_id,
+                                           "KILLED")
+        tracking.end_run(setup.uri, setup.parent_run_id, "KILLED",
+                         f"interrupted; continue with: dynsweep resume {sweep_dir}")
+        status = "KILLED"
+    else:
+        tracking.close_unfinished_children(setup.uri, setup.experiment_id, setup.parent_run_id,
+                                           "FAILED")
+        status = "FINISHED"
+    outcome = SweepOutcome(spec.name, sweep_dir, setup, status, time.monotonic() - started)
+    return outcome
+
+
+def _write_manifest(sweep_dir: Path, setup: SweepSetup) -> None:
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / MANIFEST).write_text(json.dumps(dataclasses.asdict(setup), indent=2))
+
+
+def run(spec: ExperimentSpec, address: str | None = None,
+        tracking_uri: str | None = None) -> SweepOutcome:
+    """Run a sweep to its end (or until interrupted; then ``resume`` continues it)."""
+    uri = tracking.resolve_uri(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+                               or spec.tracking.uri)
+    tracking.check_reachable(uri)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    sweep_dir = (Path(spec.storage) / f"{spec.name}-{stamp}").resolve()
+    experiment_id = tracking.ensure_experiment(uri, spec.experiment_name())
+    init_ray(address)
+    tags = {"dynsweep.git_sha": tracking.git_sha(), "dynsweep.config_hash": spec.config_hash(),
+            "dynsweep.seed": json.dumps(spec.seed), **tracking.environment_tags()}
+    parent = tracking.start_sweep_run(uri, experiment_id, sweep_dir.name, spec.resolved(),
+                                      {**tags, "dynsweep.sweep_dir": str(sweep_dir)})
+    setup = SweepSetup(spec.resolved(), uri, experiment_id, parent,
+                       str(Path(spec.data_dir).resolve()), tags)
+    _write_manifest(sweep_dir, setup)
+    return _execute(setup, sweep_dir, restore=False)
+
+
+def find_sweep_dir(name_or_path: str, storage: str = "dynsweep_runs") -> Path:
+    """A sweep folder from its path, its folder name, or an experiment name (newest sweep)."""
+    direct = Path(name_or_path)
+    if (direct / MANIFEST).is_file():
+        return direct.resolve()
+    root = Path(storage)
+    if (root / name_or_path / MANIFEST).is_file():
+        return (root / name_or_path).resolve()
+    candidates = sorted(root.glob(f"{name_or_path}-*/{MANIFEST}")) if root.is_dir() else []
+    if not candidates:
+        raise UserError(f"resume: no sweep {name_or_path!r}: expected a sweep folder holding "
+                        f"{MANIFEST}, or the name of an experiment with sweeps under {root}/")
+    return candidates[-1].parent.resolve()
+
+
+def resume(name_or_path: str, address: str | None = None) -> SweepOutcome:
+    """Continue an interrupted sweep: finished trials stay, the others go on from checkpoints."""
+    sweep_dir = find_sweep_dir(name_or_path)
+    try:
+        setup = SweepSetup(**json.loads((sweep_dir / MANIFEST).read_text()))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise UserError(f"{sweep_dir / MANIFEST}: damaged sweep manifest ({exc})") from None
+    tracking.check_reachable(setup.uri)
+    init_ray(address)
+    tracking.reopen_run(setup.uri, setup.parent_run_id)
+    return _execute(setup, sweep_dir, restore=True)
+
+
+def finish(outcome: SweepOutcome, error: str | None = None) -> None:
+    """Close the parent run of a sweep that ran to its end."""
+    if outcome.status == "FINISHED":
+        tracking.end_run(outcome.setup.uri, outcome.setup.parent_run_id,
+                         "FAILED" if error else "FINISHED", error)

@@ -1,0 +1,277 @@
+"""Tracking: the only code that writes to MLflow.
+
+One sweep is one parent run; each Tune trial is one child run (tag ``mlflow.parentRunId``) that
+a retried or resumed trial finds again by its ``dynsweep.trial_id`` tag, so there is never a
+second run for the same trial. Metrics go out with ``log_batch`` in chunks within MLflow's
+limits; each batch also moves the run's ``dynsweep.logged_step`` tag, so a retried trial does
+not log the steps between its checkpoint and the crash a second time.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from dynsweep import __version__
+from dynsweep.errors import ConfigError
+
+MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
+TRIAL_TAG, STEP_TAG, ERROR_TAG = "dynsweep.trial_id", "dynsweep.logged_step", "dynsweep.error"
+T = TypeVar("T")
+
+
+def _retry(fn: Callable[[], T], attempts: int = 8) -> T:
+    """Retry on a locked sqlite database (several trials write to one file)."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except MlflowException as exc:
+            if "locked" not in str(exc).lower() or i == attempts - 1:
+                raise
+            time.sleep(0.05 * 2**i)
+    raise AssertionError("unreachable")
+
+
+def resolve_uri(uri: str, base: Path | None = None) -> str:
+    """Make a relative sqlite/file URI absolute (trials run in other working directories)."""
+    base = Path.cwd() if base is None else base
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str((base / uri[len("sqlite:///"):]).resolve())
+    if "://" not in uri:
+        return str((base / uri).resolve())
+    return uri
+
+
+def default_artifact_root(uri: str) -> str | None:
+    """Artifacts of a sqlite store live beside it in ``mlartifacts/``; servers decide their own."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def check_reachable(uri: str) -> None:
+    """Raise a plain :class:`ConfigError` if the tracking store cannot be used."""
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///"):]).parent
+        if not folder.is_dir():
+            raise ConfigError(f"tracking.uri: folder {folder} of {uri} does not exist")
+        return
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as exc:
+            raise ConfigError(f"tracking.uri: cannot reach the MLflow server at {uri} ({exc})") from None
+        raise ConfigError(f"tracking.uri: {uri} did not answer as an MLflow server")
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:
+        raise ConfigError(f"tracking.uri: cannot use tracking store {uri} ({exc})") from None
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
+    """Nested mappings → ``{"a.b.c": "value"}`` (lists kept as their JSON text)."""
+    out: dict[str, str] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    else:
+        out[prefix] = obj if isinstance(obj, str) else json.dumps(obj)
+    return out
+
+
+def git_sha(cwd: Path | None = None) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment_tags() -> dict[str, str]:
+    import mlflow
+    import ray
+    import torch
+
+    return {
+        "dynsweep.version": __version__,
+        "dynsweep.python": platform.python_version(),
+        "dynsweep.torch": torch.__version__,
+        "dynsweep.ray": ray.__version__,
+        "dynsweep.mlflow": mlflow.__version__,
+    }
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for chunk in _chunks(items, MAX_PARAMS):
+        _retry(lambda c=chunk: client.log_batch(run_id, params=c))
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
+    items = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+    for chunk in _chunks(items, MAX_TAGS):
+        _retry(lambda c=chunk: client.log_batch(run_id, tags=c))
+
+
+def ensure_experiment(uri: str, name: str) -> str:
+    """Return the id of experiment ``name``, creating it (artifacts beside a sqlite store)."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=default_artifact_root(uri))
+    except MlflowException:  # created concurrently
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def start_sweep_run(uri: str, experiment_id: str, run_name: str, spec: dict[str, Any],
+                    tags: dict[str, str]) -> str:
+    """Create the parent run of a sweep: resolved spec as artifact and as flattened params."""
+    client = MlflowClient(uri)
+    run = client.create_run(experiment_id, run_name=run_name, tags={"dynsweep.role": "sweep", **tags})
+    log_params(client, run.info.run_id, flatten({k: v for k, v in spec.items() if k != "config"}))
+    client.log_dict(run.info.run_id, spec, "spec.json")
+    return run.info.run_id
+
+
+def end_run(uri: str, run_id: str, status: str, error: str | None = None) -> None:
+    client = MlflowClient(uri)
+    if error:
+        set_tags(client, run_id, {ERROR_TAG: error, "mlflow.note.content": error})
+    _retry(lambda: client.set_terminated(run_id, status=status))
+
+
+def reopen_run(uri: str, run_id: str) -> None:
+    """Mark a KILLED/FAILED run RUNNING again (a resumed sweep continues it)."""
+    _retry(lambda: MlflowClient(uri).update_run(run_id, status="RUNNING"))
+
+
+def child_runs(uri: str, experiment_id: str, parent_id: str) -> list:
+    return MlflowClient(uri).search_runs(
+        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
+        max_results=50_000,
+    )
+
+
+def close_unfinished_children(uri: str, experiment_id: str, parent_id: str, status: str) -> int:
+    """Terminate every child run of ``parent_id`` still RUNNING; return how many."""
+    n = 0
+    for run in child_runs(uri, experiment_id, parent_id):
+        if run.info.status == "RUNNING":
+            end_run(uri, run.info.run_id, status)
+            n += 1
+    return n
+
+
+def log_summary(uri: str, run_id: str, metrics: dict[str, float], table: dict[str, list]) -> None:
+    client = MlflowClient(uri)
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+    for chunk in _chunks(items, MAX_METRICS):
+        _retry(lambda c=chunk: client.log_batch(run_id, metrics=c))
+    client.log_table(run_id, table, "trials.json")
+
+
+def log_analysis(uri: str, run_id: str, step: str, metrics: dict[str, float],
+                 artifacts: dict[str, Any] | None = None) -> None:
+    """Write an analysis step's result to a run as ``analysis/<step>/<name>`` metrics."""
+    client = MlflowClient(uri)
+    now = int(time.time() * 1000)
+    items = [Metric(f"analysis/{step}/{k}", float(v), now, 0) for k, v in metrics.items()]
+    for chunk in _chunks(items, MAX_METRICS):
+        _retry(lambda c=chunk: client.log_batch(run_id, metrics=c))
+    for name, obj in (artifacts or {}).items():
+        client.log_dict(run_id, obj, f"analysis/{step}/{name}.json")
+
+
+class TrialRun:
+    """The MLflow child run of one Tune trial, opened once per attempt of that trial."""
+
+    def __init__(self, uri: str, run_id: str, logged_step: int) -> None:
+        self.uri, self.run_id = uri, run_id
+        self.client = MlflowClient(uri)
+        self.logged_step = logged_step  # steps <= this were logged by an earlier attempt
+        self._buffer: list[Metric] = []
+        self._max_step = logged_step
+
+    @classmethod
+    def open(cls, uri: str, experiment_id: str, parent_id: str, trial_id: str, run_name: str,
+             params: dict[str, str], tags: dict[str, str]) -> TrialRun:
+        """Find this trial's run (a retry or resume) or create it."""
+        client = MlflowClient(uri)
+        found = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and "
+                          f"tags.`mlflow.parentRunId` = '{parent_id}'",
+            max_results=1,
+        )
+        if found:
+            run = found[0]
+            if run.info.status != "RUNNING":
+                reopen_run(uri, run.info.run_id)
+            attempts = int(run.data.tags.get("dynsweep.attempts", "1")) + 1
+            set_tags(client, run.info.run_id, {"dynsweep.attempts": str(attempts)})
+            return cls(uri, run.info.run_id, int(run.data.tags.get(STEP_TAG, "-1")))
+        all_tags = {"mlflow.parentRunId": parent_id, TRIAL_TAG: trial_id,
+                    "dynsweep.attempts": "1", **tags}
+        run = _retry(lambda: client.create_run(experiment_id, run_name=run_name, tags=all_tags))
+        log_params(client, run.info.run_id, params)
+        return cls(uri, run.info.run_id, -1)
+
+    @property
+    def fatal_error(self) -> str | None:
+        """The reason of an earlier non-retriable failure of this trial, if any."""
+        return self.client.get_run(self.run_id).data.tags.get("dynsweep.fatal")
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        if step <= self.logged_step:
+            return
+        now = int(time.time() * 1000)
+        self._buffer.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+        self._max_step = max(self._max_step, step)
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        buffer, self._buffer = self._buffer, []
+        chunks = list(_chunks(buffer, MAX_METRICS - 1))
+        for i, chunk in enumerate(chunks):
+            tags = [RunTag(STEP_TAG, str(self._max_step))] if i == len(chunks) - 1 else []
+            _retry(lambda c=chunk, t=tags: self.client.log_batch(self.run_id, metrics=c, tags=t))
+
+    def log_artifact(self, path: Path, artifact_path: str) -> None:
+        _retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
+
+    def log_dict(self, obj: dict, name: str) -> None:
+        self.client.log_dict(self.run_id, obj, name)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        set_tags(self.client, self.run_id, tags)
+
+    def finish(self, status: str, error: str | None = None, fatal: bool = False) -> None:
+        self.flush()
+        if fatal and error:
+            self.set_tags({"dynsweep.fatal": error})
+        end_run(self.uri, self.run_id, status, error)

@@ -1,0 +1,155 @@
+"""One Tune trial: open (or find again) its MLflow run, build the trainer, run the loop.
+
+A trial checkpoint is one file, ``state.pt``, loadable with ``torch.load(weights_only=True)``:
+``{"loop": {"trainer", "step", "elapsed_s"}, "trial_id", "run_id", "trainer", "config"}``.
+A retried trial (after a crash) or a resumed sweep continues from it in the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from dynsweep.errors import DataError, TrialFailure
+from orchestrator import space
+from orchestrator.spec import ExperimentSpec
+from orchestrator.tracking import TrialRun, flatten
+from trainers import get_trainer_class
+from trainers.loop import fit
+
+STATE_FILE = "state.pt"
+
+
+@dataclass(frozen=True)
+class SweepSetup:
+    """What every trial of a sweep needs; saved beside the Tune experiment for ``resume``."""
+
+    spec: dict[str, Any]
+    uri: str
+    experiment_id: str
+    parent_run_id: str
+    data_dir: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """Read a trial checkpoint file; a damaged file gets an error that names it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
+
+
+def run_name(spec: ExperimentSpec, params: dict[str, Any], trial_id: str) -> str:
+    """A short run name from the searched values, e.g. ``00003 lr=0.1 widths=[64]``."""
+    parts = [trial_id.rsplit("_", 1)[-1]]
+    for path, _ in space.domains(spec.parsed_space()):
+        value: Any = params
+        for key in path:
+            value = value[key]
+        parts.append(f"{path[-1]}={value:.4g}" if isinstance(value, float) else f"{path[-1]}={value}")
+    return " ".join(parts)[:250]
+
+
+@dataclass
+class TrialContext:
+    """The :class:`trainers.base.Context` of a Tune trial: MLflow run + Tune reporting."""
+
+    run: TrialRun
+    seed: int
+    workdir: Path
+    data_dir: Path
+    header: dict[str, Any]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    latest: dict[str, float] = field(default_factory=dict)
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        self.run.log_metrics(step, metrics)
+        self.latest.update(metrics)
+
+    def report(self, step: int, metrics: dict[str, float], checkpoint: dict | None) -> None:
+        # Flush first: if the scheduler stops this trial, it never returns from tune.report.
+        self.run.flush()
+        # The latest value of every metric (eval metrics come less often than train ones).
+        result = {**self.latest, **metrics, "step": step, "mlflow_run_id": self.run.run_id}
+        if checkpoint is None:
+            tune.report(result)
+            return
+        with tempfile.TemporaryDirectory(prefix="ckpt-", dir=self.workdir) as tmp:
+            torch.save({**self.header, "loop": checkpoint}, Path(tmp) / STATE_FILE)
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    def on_trajectory_file(self, name: str, path: Path) -> None:
+        self.run.log_artifact(path, f"trajectories/{name}")
+
+
+def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
+    """The Tune function of every sweep (``params``: ``{"config": ..., "seed": ...}``)."""
+    spec = ExperimentSpec.model_validate(setup.spec)
+    trainer_cls = get_trainer_class(spec.trainer)
+    config = trainer_cls.Config.model_validate(params["config"])
+    resolved = config.model_dump(mode="json")
+    seed = int(params["seed"])
+    context = tune.get_context()
+    trial_id = context.get_trial_id()
+    workdir = Path(context.get_trial_dir())
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    run = TrialRun.open(
+        setup.uri, setup.experiment_id, setup.parent_run_id, trial_id,
+        run_name=run_name(spec, params, trial_id),
+        params={**flatten(resolved, "config"), "seed": str(seed), "trainer": spec.trainer},
+        tags={**setup.tags, "dynsweep.seed": str(seed)},
+    )
+    fatal = run.fatal_error
+    if fatal:  # retrying cannot help (e.g. the loss diverged): fail again at once
+        run.finish("FAILED", fatal, fatal=True)
+        raise TrialFailure(fatal)
+
+    resume, attempt = None, 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = load_state(Path(folder) / STATE_FILE)
+        resume = state["loop"]
+        attempt = int(run.client.get_run(run.run_id).data.tags.get("dynsweep.attempts", "1")) - 1
+    if resume is None:
+        run.log_dict({"trainer": spec.trainer, "config": resolved, "seed": seed}, "config.json")
+
+    header = {"trial_id": trial_id, "run_id": run.run_id, "trainer": spec.trainer,
+              "config": resolved, "seed": seed}
+    device = torch.device("cuda" if spec.resources.gpus > 0 and torch.cuda.is_available() else "cpu")
+    ctx = TrialContext(run, seed, workdir, Path(setup.data_dir), header, device)
+    trainer = trainer_cls(config)
+    started = time.monotonic()
+    try:
+        result = fit(trainer, ctx, spec.loop, spec.stop, resume=resume, attempt=attempt)
+        model_path = workdir / "model.pt"
+        torch.save({**header, "step": result.step, "state": trainer.export()}, model_path)
+        run.log_artifact(model_path, "model")
+        run.set_tags({"dynsweep.stop_reason": result.stop_reason,
+                      "dynsweep.train_seconds": f"{time.monotonic() - started:.1f}"})
+        run.finish("FINISHED")
+    except TrialFailure as exc:
+        run.finish("FAILED", str(exc), fatal=True)
+        raise
+    except BaseException as exc:
+        run.finish("FAILED", f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def make_trainable(setup: SweepSetup):
+    """The Tune trainable of a sweep, with the per-trial resources of its spec."""
+    spec = ExperimentSpec.model_validate(setup.spec)
+
+    def dynsweep_trial(params: dict[str, Any]) -> None:
+        run_trial(setup, params)
+
+    res = spec.resources
+    return tune.with_resources(dynsweep_trial, {"cpu": res.cpus, "gpu": res.gpus})

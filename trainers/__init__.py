@@ -1,0 +1,26 @@
+"""Trainers: the Trainer contract, the one training loop, recording, datasets, model families.
+
+``TRAINERS`` maps stable names to lazily imported trainer classes ("module:attribute"), so
+that reading a config never imports a model family it does not use.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from dynsweep.errors import ConfigError
+
+TRAINERS: dict[str, str] = {
+    "classifier": "trainers.classifier.trainer:ClassifierTrainer",
+}
+
+
+def get_trainer_class(name: str):
+    """Return the trainer class registered as ``name``; the error lists the valid names."""
+    try:
+        target = TRAINERS[name]
+    except KeyError:
+        valid = ", ".join(sorted(TRAINERS))
+        raise ConfigError(f"trainer: unknown trainer {name!r}; expected one of: {valid}") from None
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)

@@ -1,0 +1,93 @@
+"""The Trainer contract and the context a trainer is handed.
+
+A trainer is one model family's code behind a narrow contract; the generic loop in
+:mod:`trainers.loop` owns iteration counts, cadences, NaN detection, stopping and recording.
+Trainers never talk to MLflow or Ray: they get a :class:`Context` and report through it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+
+class TrainerConfig(BaseModel):
+    """Base of every trainer's typed config: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Context(Protocol):
+    """What a trainer (and the loop) may use of the world around it.
+
+    Implemented by the orchestrator for Tune trials and by :class:`LocalContext` for plain use.
+    """
+
+    seed: int
+    device: torch.device
+    workdir: Path  # this trial's private folder (trajectory chunks are written below it)
+    data_dir: Path  # where datasets are cached / downloaded
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        """Record metric values at ``step`` (batched to the tracking store)."""
+
+    def report(self, step: int, metrics: dict[str, float], checkpoint: dict | None) -> None:
+        """Report to the scheduler (and save ``checkpoint`` for retries/resume when given)."""
+
+    def on_trajectory_file(self, name: str, path: Path) -> None:
+        """A trajectory chunk file was completed on local disk (log it as an artifact)."""
+
+
+class Trainer(ABC):
+    """One model family. Built from its own typed config; each class owns its defaults.
+
+    ``probes`` names what can be recorded (``record: [{probe: weights}]`` in a YAML); the loop
+    asks :meth:`probe` for a tensor at the cadence the experiment chose.
+    """
+
+    Config: ClassVar[type[TrainerConfig]]
+    probes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: TrainerConfig) -> None:
+        self.config = config
+
+    @abstractmethod
+    def setup(self, ctx: Context) -> None:
+        """Build data, model and optimiser; seeded from ``ctx.seed``, placed on ``ctx.device``."""
+
+    @abstractmethod
+    def step(self) -> dict[str, float]:
+        """Do one unit of work (an optimiser step) and return its metrics (``train/...``)."""
+
+    def evaluate(self) -> dict[str, float]:
+        """Return evaluation metrics (``val/...``); called at the loop's eval cadence."""
+        return {}
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where this trainer is (tensors, numbers)."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+    @property
+    def steps_per_epoch(self) -> int | None:
+        """Steps in one pass over the training data, if the notion applies."""
+        return None
+
+    def probe(self, name: str) -> torch.Tensor:
+        """Return the tensor named ``name`` (one of :attr:`probes`) at the current step."""
+        raise KeyError(name)
+
+    def probe_columns(self, name: str) -> dict[str, list[int]]:
+        """Optional map from a label (e.g. a parameter name) to its [start, stop) columns."""
+        return {}
+
+    def export(self) -> dict[str, Any]:
+        """The weights that rebuild the model alone (with the resolved config); default: all."""
+        return self.state_dict()

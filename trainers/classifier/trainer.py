@@ -1,0 +1,139 @@
+"""The ``classifier`` trainer.
+
+Per step: ``train/loss`` and ``train/acc`` of the minibatch. Per evaluation (every epoch by
+default): ``val/loss`` and ``val/acc``. Probes: ``weights`` (all parameters, flattened, after
+the step), ``grads`` (their gradients in that step) and ``activations`` (every hidden layer's
+output on a fixed probe batch of validation images).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from trainers.base import Context, Trainer, TrainerConfig
+from trainers.classifier.model import Classifier, ModelConfig
+from trainers.data import DATASETS, image_shape, load_dataset
+
+
+class OptimizerConfig(TrainerConfig):
+    name: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class ClassifierConfig(TrainerConfig):
+    dataset: Literal[tuple(DATASETS)] = "digits"  # type: ignore[valid-type]
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    batch_size: int = Field(64, ge=1)
+    probe_batch_size: int = Field(32, ge=1)
+    model: ModelConfig = ModelConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+
+
+class ClassifierTrainer(Trainer):
+    Config = ClassifierConfig
+    probes = ("weights", "grads", "activations")
+
+    config: ClassifierConfig
+
+    def setup(self, ctx: Context) -> None:
+        cfg = self.config
+        torch.manual_seed(ctx.seed)
+        self.device = ctx.device
+        (xt, yt), (xv, yv) = load_dataset(cfg.dataset, ctx.data_dir, cfg.val_fraction, ctx.seed)
+        self.train_x, self.train_y = xt.to(self.device), yt.to(self.device)
+        self.val_x, self.val_y = xv.to(self.device), yv.to(self.device)
+        self.probe_x = self.val_x[: cfg.probe_batch_size]
+        classes = int(torch.cat([yt, yv]).max()) + 1
+        self.model = Classifier(cfg.model, image_shape(cfg.dataset), classes).to(self.device)
+        opt = cfg.optimizer
+        if opt.name == "sgd":
+            self.optimizer = torch.optim.SGD(
+                self.model.parameters(), lr=opt.lr, momentum=opt.momentum,
+                weight_decay=opt.weight_decay,
+            )
+        else:
+            self.optimizer = torch.optim.Adam(
+                self.model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay
+            )
+        self.generator = torch.Generator().manual_seed(ctx.seed + 1)
+        self.order = torch.randperm(len(self.train_y), generator=self.generator)
+        self.position = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.train_y) // self.config.batch_size)
+
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.position >= len(self.order):
+            self.order = torch.randperm(len(self.train_y), generator=self.generator)
+            self.position = 0
+        idx = self.order[self.position : self.position + self.config.batch_size].to(self.device)
+        self.position += self.config.batch_size
+        return self.train_x[idx], self.train_y[idx]
+
+    def step(self) -> dict[str, float]:
+        self.model.train()
+        x, y = self._next_batch()
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y)
+        self.optimizer.zero_grad(set_to_none=False)
+        loss.backward()
+        self.optimizer.step()
+        acc = (logits.argmax(1) == y).float().mean()
+        return {"train/loss": loss.item(), "train/acc": acc.item()}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        logits = self.model(self.val_x)
+        loss = F.cross_entropy(logits, self.val_y)
+        acc = (logits.argmax(1) == self.val_y).float().mean()
+        return {"val/loss": loss.item(), "val/acc": acc.item()}
+
+    def probe(self, name: str) -> torch.Tensor:
+        params = list(self.model.parameters())
+        if name == "weights":
+            return torch.cat([p.detach().reshape(-1) for p in params])
+        if name == "grads":
+            return torch.cat([
+                (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params
+            ])
+        if name == "activations":
+            with torch.no_grad():
+                self.model.eval()
+                return torch.cat([h.reshape(len(h), -1) for h in self.model.hidden(self.probe_x)], 1)
+        raise KeyError(name)
+
+    def probe_columns(self, name: str) -> dict[str, list[int]]:
+        if name not in ("weights", "grads"):
+            return {}
+        columns, start = {}, 0
+        for pname, p in self.model.named_parameters():
+            columns[pname] = [start, start + p.numel()]
+            start += p.numel()
+        return columns
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "order": self.order,
+            "position": self.position,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.order = state["order"]
+        self.position = int(state["position"])
+
+    def export(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict()}

@@ -1,0 +1,72 @@
+"""Image datasets as in-memory tensors.
+
+``DATASETS`` maps a stable name to a loader returning ``(train, val)`` splits, each a pair of
+``images`` (float32, N×C×H×W in [0, 1]) and ``labels`` (int64). ``digits`` ships with
+scikit-learn and needs no network; ``mnist`` and ``fashion_mnist`` are downloaded by
+torchvision into ``data_dir`` once and fail with a clear message when that is impossible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from dynsweep.errors import DataError
+
+Split = tuple[torch.Tensor, torch.Tensor]
+
+
+def _digits(data_dir: Path, val_fraction: float, seed: int) -> tuple[Split, Split]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.tensor(bunch.images / 16.0, dtype=torch.float32).unsqueeze(1)
+    labels = torch.tensor(bunch.target, dtype=torch.int64)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    n_val = max(1, int(round(val_fraction * len(labels))))
+    val, train = order[:n_val], order[n_val:]
+    return (images[train], labels[train]), (images[val], labels[val])
+
+
+def _torchvision(name: str) -> Callable[[Path, float, int], tuple[Split, Split]]:
+    def load(data_dir: Path, val_fraction: float, seed: int) -> tuple[Split, Split]:
+        import torchvision
+
+        cls = {"mnist": torchvision.datasets.MNIST, "fashion_mnist": torchvision.datasets.FashionMNIST}
+        splits = []
+        for train in (True, False):
+            try:
+                ds = cls[name](root=str(data_dir), train=train, download=True)
+            except Exception as exc:  # torchvision raises URLError/RuntimeError offline
+                raise DataError(
+                    f"dataset {name!r}: could not load or download it into {data_dir} ({exc}). "
+                    f"Without network access, copy the torchvision {name} files into "
+                    f"{data_dir} or use 'dataset: digits', which ships with scikit-learn."
+                ) from exc
+            images = ds.data.to(torch.float32).div(255.0).unsqueeze(1)
+            splits.append((images, ds.targets.to(torch.int64)))
+        return splits[0], splits[1]
+
+    return load
+
+
+DATASETS: dict[str, Callable[[Path, float, int], tuple[Split, Split]]] = {
+    "digits": _digits,
+    "mnist": _torchvision("mnist"),
+    "fashion_mnist": _torchvision("fashion_mnist"),
+}
+
+
+def load_dataset(name: str, data_dir: Path, val_fraction: float, seed: int) -> tuple[Split, Split]:
+    """Load dataset ``name`` as ``(train, val)`` tensors; the error lists the valid names."""
+    if name not in DATASETS:
+        raise DataError(f"dataset: unknown dataset {name!r}; expected one of: {sorted(DATASETS)}")
+    return DATASETS[name](Path(data_dir), val_fraction, seed)
+
+
+def image_shape(name: str) -> tuple[int, int, int]:
+    """C×H×W of dataset ``name`` without loading it."""
+    return (1, 8, 8) if name == "digits" else (1, 28, 28)
+

@@ -1,0 +1,33 @@
+"""A context for running a trainer without Ray or MLflow (tests, notebooks, benchmarks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+
+@dataclass
+class LocalContext:
+    """Keeps metrics, reports and the last checkpoint in memory."""
+
+    workdir: Path
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    data_dir: Path = Path("data")
+    metrics: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    reports: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    last_checkpoint: dict | None = None
+    files: list[tuple[str, Path]] = field(default_factory=list)
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        self.metrics.append((step, dict(metrics)))
+
+    def report(self, step: int, metrics: dict[str, float], checkpoint: dict | None) -> None:
+        self.reports.append((step, dict(metrics)))
+        if checkpoint is not None:
+            self.last_checkpoint = checkpoint
+
+    def on_trajectory_file(self, name: str, path: Path) -> None:
+        self.files.append((name, path))

@@ -1,0 +1,166 @@
+"""The one training loop for every trainer.
+
+The loop owns the iteration count, the report / eval / checkpoint / record cadences, NaN and
+inf detection, and the stop rules. The trainer only does one step at a time.
+
+Step numbering: step ``k`` is the state after ``k`` optimiser steps; metrics returned by the
+``k``-th call of ``trainer.step()`` are logged at step ``k``, and recordings made at step ``k``
+are taken after that update. Step 0 (the initial state) is recorded on a fresh start.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from dynsweep.errors import TrialFailure
+from trainers.base import Context, Trainer
+from trainers.recording import Recorder
+
+Every = int | Literal["epoch"]
+
+
+class RecordSpec(BaseModel):
+    """Record the trainer's probe ``probe`` every ``every`` steps (or once per epoch)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    probe: str
+    every: Every = 1
+
+    @model_validator(mode="after")
+    def _positive(self) -> RecordSpec:
+        if isinstance(self.every, int) and self.every < 1:
+            raise ValueError("every must be a positive integer or 'epoch'")
+        return self
+
+
+class StopRule(BaseModel):
+    """When a trial ends: after ``iterations`` steps, ``time_s`` seconds, or a metric threshold."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    iterations: int = Field(200, ge=1)
+    time_s: float | None = Field(None, gt=0)
+    metric: str | None = None
+    threshold: float | None = None
+    mode: Literal["max", "min"] = "max"
+
+    @model_validator(mode="after")
+    def _pair(self) -> StopRule:
+        if (self.metric is None) != (self.threshold is None):
+            raise ValueError("metric and threshold must be given together")
+        return self
+
+
+class LoopConfig(BaseModel):
+    """Cadences of the loop, in steps (``'epoch'``: once per pass over the training data)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    report_every: int = Field(10, ge=1)
+    eval_every: Every = "epoch"
+    checkpoint_every: int = Field(100, ge=1)
+    record: tuple[RecordSpec, ...] = ()
+    chunk_steps: int = Field(64, ge=1)
+
+
+@dataclass
+class FitResult:
+    step: int
+    metrics: dict[str, float]
+    stop_reason: str
+
+
+def _due(step: int, every: Every, steps_per_epoch: int | None) -> bool:
+    if every == "epoch":
+        return steps_per_epoch is not None and step % steps_per_epoch == 0
+    return step % every == 0
+
+
+def _check_finite(step: int, metrics: dict[str, float]) -> None:
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+    if bad:
+        shown = ", ".join(f"{k} = {v}" for k, v in bad.items())
+        raise TrialFailure(f"non-finite metric at step {step}: {shown}")
+
+
+def fit(
+    trainer: Trainer,
+    ctx: Context,
+    loop: LoopConfig,
+    stop: StopRule,
+    resume: dict[str, Any] | None = None,
+    attempt: int = 0,
+) -> FitResult:
+    """Train ``trainer`` until ``stop`` says so, reporting and checkpointing through ``ctx``.
+
+    ``resume`` is a checkpoint this loop produced (``{"trainer", "step", "elapsed_s"}``); the
+    trainer continues from it and recordings resume without gaps or duplicates.
+    """
+    trainer.setup(ctx)
+    start, elapsed_before = 0, 0.0
+    if resume is not None:
+        trainer.load_state_dict(resume["trainer"])
+        start, elapsed_before = int(resume["step"]), float(resume["elapsed_s"])
+    spe = trainer.steps_per_epoch
+    recorder = Recorder(
+        ctx.workdir / "trajectories",
+        attempt=attempt,
+        resumed_from=start if resume is not None else None,
+        chunk_steps=loop.chunk_steps,
+        on_file=ctx.on_trajectory_file,
+    )
+
+    def record(step: int) -> None:
+        for spec in loop.record:
+            if step == 0 or _due(step, spec.every, spe):
+                tensor = trainer.probe(spec.probe)
+                recorder.record(spec.probe, step, tensor, trainer.probe_columns(spec.probe))
+
+    def checkpoint(step: int) -> dict[str, Any]:
+        recorder.flush()
+        elapsed = elapsed_before + time.monotonic() - t0
+        return {"trainer": trainer.state_dict(), "step": step, "elapsed_s": elapsed}
+
+    t0 = time.monotonic()
+    # Evaluate the starting state, so every report carries the eval metrics (schedulers
+    # compare trials on them) and step 0 of a fresh run has its baseline.
+    metrics = trainer.evaluate()
+    _check_finite(start, metrics)
+    ctx.log_metrics(start, metrics)
+    if start == 0:
+        record(0)
+    step, reason = start, "iterations"
+    last_reported = start
+    while step < stop.iterations:
+        step += 1
+        metrics = dict(trainer.step())
+        _check_finite(step, metrics)
+        record(step)
+        if _due(step, loop.eval_every, spe) or step == stop.iterations:
+            evaluation = trainer.evaluate()
+            _check_finite(step, evaluation)
+            metrics.update(evaluation)
+        ctx.log_metrics(step, metrics)
+        elapsed = elapsed_before + time.monotonic() - t0
+        if stop.time_s is not None and elapsed >= stop.time_s:
+            reason = "time"
+        elif stop.metric is not None and stop.metric in metrics:
+            value = metrics[stop.metric]
+            hit = value >= stop.threshold if stop.mode == "max" else value <= stop.threshold
+            reason = "metric" if hit else reason
+        done = reason != "iterations" or step == stop.iterations
+        if done or step % loop.checkpoint_every == 0:
+            ctx.report(step, metrics, checkpoint(step))
+            last_reported = step
+        elif step % loop.report_every == 0:
+            ctx.report(step, metrics, None)
+            last_reported = step
+        if done:
+            break
+    if last_reported != step:  # resumed at the very end: report once so the trial has a result
+        ctx.report(step, metrics, checkpoint(step))
+    recorder.flush()
+    return FitResult(step=step, metrics=metrics, stop_reason=reason)
