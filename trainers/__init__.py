@@ -7,12 +7,28 @@ that reading a config never imports a model family it does not use.
 from __future__ import annotations
 
 import importlib
+import os
 
 from dynsweep.errors import ConfigError
 
 TRAINERS: dict[str, str] = {
     "classifier": "trainers.classifier.trainer:ClassifierTrainer",
 }
+
+
+def _register_plugins() -> None:
+    """Trainers of other packages: ``DYNSWEEP_TRAINERS="name=package.module:Class,..."``.
+
+    Read from the environment so that Ray workers (which inherit it) see the same registry.
+    """
+    for item in filter(None, os.environ.get("DYNSWEEP_TRAINERS", "").split(",")):
+        name, sep, target = item.strip().partition("=")
+        if not sep or ":" not in target:
+            raise ConfigError(f"DYNSWEEP_TRAINERS: expected name=module:Class, got {item!r}")
+        TRAINERS[name] = target
+
+
+_register_plugins()
 
 
 def get_trainer_class(name: str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, PositiveInt
 from torch import nn
 
 from trainers.base import TrainerConfig
@@ -22,9 +22,9 @@ class ModelConfig(TrainerConfig):
     """``mlp``: flatten → hidden ``widths`` → classes; ``cnn``: conv ``channels`` → linear."""
 
     kind: Literal["mlp", "cnn"] = "mlp"
-    widths: tuple[int, ...] = Field((256, 256), min_length=1)
+    widths: tuple[PositiveInt, ...] = Field((256, 256), min_length=1)
     activation: Literal["relu", "tanh", "gelu", "elu"] = "relu"
-    channels: tuple[int, ...] = Field((16, 32), min_length=1)
+    channels: tuple[PositiveInt, ...] = Field((16, 32), min_length=1)
 
 
 class Classifier(nn.Module):

@@ -1,0 +1,42 @@
+"""Every registered trainer passes the same contract (STYLE 12)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from trainers import TRAINERS, get_trainer_class
+from trainers.local import LocalContext
+
+
+@pytest.fixture(params=sorted(TRAINERS))
+def trainer_cls(request):
+    return get_trainer_class(request.param)
+
+
+def test_config_has_defaults_and_rejects_unknown_keys(trainer_cls):
+    trainer_cls.Config()
+    with pytest.raises(ValueError):
+        trainer_cls.Config(surely_not_a_field=1)
+
+
+def test_step_evaluate_probe_and_state_round_trip(trainer_cls, tmp_path):
+    a = trainer_cls(trainer_cls.Config())
+    a.setup(LocalContext(tmp_path))
+    for _ in range(3):
+        metrics = a.step()
+        assert metrics and all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
+        assert all(k.startswith("train/") for k in metrics)
+    assert all(k.startswith("val/") for k in a.evaluate())
+    for name in a.probes:
+        assert isinstance(a.probe(name), torch.Tensor)
+
+    b = trainer_cls(trainer_cls.Config())
+    b.setup(LocalContext(tmp_path))  # same seed: same data split; fresh weights
+    state = a.state_dict()
+    path = tmp_path / "state.pt"
+    torch.save(state, path)
+    b.load_state_dict(torch.load(path, weights_only=True))
+    assert a.step() == b.step()
