@@ -54,9 +54,11 @@ def init_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    # A local instance gets no dashboard (nothing listens beyond what Ray needs); an existing
+    # cluster keeps its own settings.
+    extra = {} if address else {"include_dashboard": False}
     try:
-        ray.init(address=address, include_dashboard=False, logging_level="ERROR",
-                 log_to_driver=True)
+        ray.init(address=address, logging_level="ERROR", **extra)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ConfigError(f"--address: cannot connect to Ray at {address!r} ({exc})") from None
 

@@ -1,0 +1,63 @@
+"""Helpers for tests that run real sweeps and read the MLflow store back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from mlflow.tracking import MlflowClient
+
+from orchestrator import cli
+
+BASE: dict[str, Any] = {
+    "name": "t",
+    "trainer": "classifier",
+    "config": {"batch_size": 32, "model": {"widths": [16]}},
+    "metric": "val/acc",
+    "mode": "max",
+    "stop": {"iterations": 40},
+    "loop": {"report_every": 5, "checkpoint_every": 20, "eval_every": 20, "chunk_steps": 16},
+    "resources": {"cpus": 1},
+    "max_concurrent_trials": 2,
+}
+
+
+def merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def write_config(folder: Path, **extra) -> Path:
+    path = folder / "experiment.yaml"
+    path.write_text(yaml.safe_dump(merge(BASE, extra)))
+    return path
+
+
+def run_cli(*argv: str) -> int:
+    return cli.main(list(argv))
+
+
+def store(folder: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+
+
+def sweep_runs(client: MlflowClient, experiment: str = "t"):
+    """(parent runs, child runs) of an experiment."""
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("dynsweep.role") == "sweep"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def history(client: MlflowClient, run_id: str, key: str) -> list[int]:
+    """Steps of a metric's history, in logging order."""
+    return [m.step for m in client.get_metric_history(run_id, key)]
+
+
+def steps_of(client: MlflowClient, run_id: str, key: str) -> np.ndarray:
+    return np.array(sorted(history(client, run_id, key)))
