@@ -46,14 +46,24 @@ class EmbedDimension:
         n = len(x)
         need = 2 * (self.max_E * abs(self.tau) + self.Tp) + 4
         if n < need:
-            raise DataError(f"EmbedDimension: series of {n} points is too short for max_E="
-                            f"{self.max_E} (need at least {need})")
+            raise DataError(
+                f"EmbedDimension: series of {n} points is too short for max_E="
+                f"{self.max_E} (need at least {need})"
+            )
         split = int(n * self.lib_fraction)
         frame = pd.DataFrame({"Time": np.arange(1, n + 1), "x": x})
         rhos = []
         for E in range(1, self.max_E + 1):
-            out = pyEDM.Simplex(dataFrame=frame, columns="x", target="x", lib=[1, split],
-                                pred=[split + 1, n], E=E, Tp=self.Tp, tau=self.tau)
+            out = pyEDM.Simplex(
+                dataFrame=frame,
+                columns="x",
+                target="x",
+                lib=[1, split],
+                pred=[split + 1, n],
+                E=E,
+                Tp=self.Tp,
+                tau=self.tau,
+            )
             rho = ComputeError(out["Observations"], out["Predictions"])["rho"]
             rhos.append(float(rho) if np.isfinite(rho) else -1.0)
         best = int(np.argmax(rhos))

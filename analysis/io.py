@@ -24,8 +24,10 @@ def _experiment_id(client: MlflowClient, experiment: str) -> str:
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         names = [e.name for e in client.search_experiments()]
-        raise UserError(f"experiment {experiment!r} not found in {client.tracking_uri}; "
-                        f"experiments there: {', '.join(names) or 'none'}")
+        raise UserError(
+            f"experiment {experiment!r} not found in {client.tracking_uri}; "
+            f"experiments there: {', '.join(names) or 'none'}"
+        )
     return exp.experiment_id
 
 
@@ -33,13 +35,16 @@ def find_sweeps(experiment: str, uri: str | None = None) -> list[Run]:
     """The sweep (parent) runs of ``experiment``, newest first."""
     client = MlflowClient(uri or default_uri())
     return client.search_runs(
-        [_experiment_id(client, experiment)], filter_string="tags.`dynsweep.role` = 'sweep'",
-        order_by=["attributes.start_time DESC"], max_results=10_000,
+        [_experiment_id(client, experiment)],
+        filter_string="tags.`dynsweep.role` = 'sweep'",
+        order_by=["attributes.start_time DESC"],
+        max_results=10_000,
     )
 
 
-def find_runs(experiment: str, sweep: str | None = None, status: str | None = None,
-              uri: str | None = None) -> list[Run]:
+def find_runs(
+    experiment: str, sweep: str | None = None, status: str | None = None, uri: str | None = None
+) -> list[Run]:
     """The trial runs of one sweep of ``experiment`` (default: its newest sweep).
 
     ``sweep`` is a parent run id or run name; ``status`` filters (e.g. ``"FINISHED"``).
@@ -74,8 +79,9 @@ def metric_history(run_id: str, key: str, uri: str | None = None) -> tuple[np.nd
     return steps, values
 
 
-def load_trajectory(run_id: str, name: str, steps: slice | None = None,
-                    uri: str | None = None) -> Trajectory:
+def load_trajectory(
+    run_id: str, name: str, steps: slice | None = None, uri: str | None = None
+) -> Trajectory:
     """A recorded trajectory of a run: ``values[i]`` recorded at ``steps[i]``.
 
     Chunks are memory-mapped; only the rows selected by ``steps`` (a slice over step numbers)

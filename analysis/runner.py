@@ -52,5 +52,7 @@ def analyze(experiment: str, steps, uri: str, sweep: str | None = None) -> list[
         metrics, tables, error = ray.get(ref)
         if error is None:
             tracking.log_analysis(uri, run.info.run_id, spec.step, metrics, tables)
-        outcomes.append(AnalysisOutcome(run.info.run_id, run.info.run_name, spec.step, metrics, error))
+        outcomes.append(
+            AnalysisOutcome(run.info.run_id, run.info.run_name, spec.step, metrics, error)
+        )
     return outcomes

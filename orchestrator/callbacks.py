@@ -20,8 +20,9 @@ class RunStatusCallback(tune.Callback):
     def _run_id(self, trial) -> str | None:
         return (trial.last_result or {}).get("mlflow_run_id")
 
-    def _end_if_running(self, trial, status: str, error: str | None = None,
-                        tags: dict[str, str] | None = None) -> None:
+    def _end_if_running(
+        self, trial, status: str, error: str | None = None, tags: dict[str, str] | None = None
+    ) -> None:
         run_id = self._run_id(trial)
         if run_id is None:
             return

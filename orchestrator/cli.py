@@ -28,30 +28,50 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dynsweep",
         description="Sweep trainers on Ray Tune, record training dynamics into MLflow, "
-                    "analyse the recorded trajectories.",
+        "analyse the recorded trajectories.",
     )
     parser.add_argument("--version", action="version", version=f"dynsweep {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("sweep", help="run the experiment described by a YAML file",
-                       description="Run a sweep: validate CONFIG, run its trials on Ray Tune, "
-                                   "log every trial to MLflow, then run its analysis steps.")
+    p = sub.add_parser(
+        "sweep",
+        help="run the experiment described by a YAML file",
+        description="Run a sweep: validate CONFIG, run its trials on Ray Tune, "
+        "log every trial to MLflow, then run its analysis steps.",
+    )
     p.add_argument("config", help="experiment YAML (e.g. configs/quickstart.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a field, e.g. --set stop.iterations=50 (repeatable; the "
-                        "value is YAML: --set 'config.optimizer.lr={grid: [0.1, 0.01]}')")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the resolved experiment, trial count and resources; start nothing")
-    p.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: {DEFAULT_URI}, or "
-                                          "MLFLOW_TRACKING_URI, or tracking.uri of the config)")
-    p.add_argument("--address", help="Ray cluster address (default: start Ray locally; "
-                                     "'auto' inside a cluster)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field, e.g. --set stop.iterations=50 (repeatable; the "
+        "value is YAML: --set 'config.optimizer.lr={grid: [0.1, 0.01]}')",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved experiment, trial count and resources; start nothing",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        help=f"MLflow tracking URI (default: {DEFAULT_URI}, or "
+        "MLFLOW_TRACKING_URI, or tracking.uri of the config)",
+    )
+    p.add_argument(
+        "--address",
+        help="Ray cluster address (default: start Ray locally; 'auto' inside a cluster)",
+    )
     _add_common(p)
 
-    p = sub.add_parser("resume", help="continue an interrupted sweep",
-                       description="Continue an interrupted sweep: finished trials are kept, "
-                                   "unfinished ones continue from their last checkpoint in "
-                                   "the same MLflow runs.")
+    p = sub.add_parser(
+        "resume",
+        help="continue an interrupted sweep",
+        description="Continue an interrupted sweep: finished trials are kept, "
+        "unfinished ones continue from their last checkpoint in "
+        "the same MLflow runs.",
+    )
     p.add_argument("sweep", help="sweep folder (printed by 'sweep') or experiment name (newest)")
     p.add_argument("--address", help="Ray cluster address")
     _add_common(p)
@@ -61,8 +81,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", help="sweep run id or name (default: the newest)")
     p.add_argument("--sort", metavar="METRIC", help="sort by this metric")
     p.add_argument("--mode", choices=["min", "max"], default="min", help="sort order")
-    p.add_argument("--filter", dest="filters", action="append", default=[], metavar="PARAM=VALUE",
-                   help="keep trials whose param equals VALUE (repeatable)")
+    p.add_argument(
+        "--filter",
+        dest="filters",
+        action="append",
+        default=[],
+        metavar="PARAM=VALUE",
+        help="keep trials whose param equals VALUE (repeatable)",
+    )
     p.add_argument("--csv", type=Path, help="also write the table to this CSV file")
     p.add_argument("--tracking-uri", help="MLflow tracking URI")
     _add_common(p)
@@ -102,8 +128,14 @@ def _finish_sweep(outcome) -> int:
         return 130
     spec = ExperimentSpec.model_validate(outcome.setup.spec)
     if spec.analysis:
-        _print_analysis(analyze(spec.experiment_name(), spec.analysis, outcome.setup.uri,
-                                sweep=outcome.setup.parent_run_id))
+        _print_analysis(
+            analyze(
+                spec.experiment_name(),
+                spec.analysis,
+                outcome.setup.uri,
+                sweep=outcome.setup.parent_run_id,
+            )
+        )
     finish(outcome)
     return 0
 
@@ -176,14 +208,19 @@ def _cmd_ui(args) -> int:
     mlflow = shutil.which("mlflow") or "mlflow"
     cmd = [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
     if uri.startswith("sqlite:///"):
-        root = Path(uri[len("sqlite:///"):]).parent / "mlartifacts"
+        root = Path(uri[len("sqlite:///") :]).parent / "mlartifacts"
         cmd += ["--default-artifact-root", root.resolve().as_uri()]
     print(f"MLflow UI for {uri}: http://{args.host}:{args.port}  (Ctrl+C to stop)", flush=True)
     return subprocess.call(cmd)
 
 
-COMMANDS = {"sweep": _cmd_sweep, "resume": _cmd_resume, "runs": _cmd_runs,
-            "analyze": _cmd_analyze, "ui": _cmd_ui}
+COMMANDS = {
+    "sweep": _cmd_sweep,
+    "resume": _cmd_resume,
+    "runs": _cmd_runs,
+    "analyze": _cmd_analyze,
+    "ui": _cmd_ui,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

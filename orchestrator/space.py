@@ -85,7 +85,7 @@ def parse(obj: Any, path: Path = ()) -> Any:
     """Return ``obj`` with every DSL mapping replaced by a :class:`Domain`."""
     if isinstance(obj, dict):
         if len(obj) == 1:
-            (key, value), = obj.items()
+            ((key, value),) = obj.items()
             if key in KINDS:
                 return _parse_domain(key, value, path)
         return {k: parse(v, (*path, k)) for k, v in obj.items()}
@@ -157,4 +157,3 @@ def to_plain(obj: Any) -> Any:
 def grid_size(obj: Any) -> int:
     """Number of grid points (product of the sizes of all ``grid`` dimensions)."""
     return math.prod(len(d.values) for _, d in domains(obj) if d.kind == "grid")
-

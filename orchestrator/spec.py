@@ -26,7 +26,9 @@ from trainers.loop import LoopConfig, StopRule
 def _registered(registry: dict[str, Any], what: str):
     def check(value: str) -> str:
         if value not in registry:
-            raise ValueError(f"unknown {what} {value!r}; expected one of: {', '.join(sorted(registry))}")
+            raise ValueError(
+                f"unknown {what} {value!r}; expected one of: {', '.join(sorted(registry))}"
+            )
         return value
 
     return check
@@ -103,7 +105,10 @@ class ExperimentSpec(_Section):
     # --- derived -------------------------------------------------------------------------
     def parsed_space(self) -> dict[str, Any]:
         """The param space of one trial (``config`` and ``seed``), with Domain objects."""
-        return {"config": space.parse(self.config, ("config",)), "seed": space.parse(self.seed, ("seed",))}
+        return {
+            "config": space.parse(self.config, ("config",)),
+            "seed": space.parse(self.seed, ("seed",)),
+        }
 
     def num_trials(self) -> int:
         if self.search.algorithm == "optuna":
@@ -220,8 +225,10 @@ def check_consistency(spec: ExperimentSpec) -> None:
     parsed = spec.parsed_space()
     algo = spec.search.algorithm
     if algo == "optuna" and any(d.kind == "grid" for _, d in space.domains(parsed)):
-        raise ConfigError("config: 'grid' dimensions need search.algorithm grid or random; "
-                          "with optuna use 'choice'")
+        raise ConfigError(
+            "config: 'grid' dimensions need search.algorithm grid or random; "
+            "with optuna use 'choice'"
+        )
     if spec.search.objectives and algo != "optuna":
         raise ConfigError("search.objectives: multi-objective search needs search.algorithm optuna")
     if spec.search.objectives and spec.scheduler.name != "fifo":
@@ -229,8 +236,10 @@ def check_consistency(spec: ExperimentSpec) -> None:
     if spec.scheduler.name == "pbt" and not any(
         d.kind != "grid" for _, d in space.domains(parsed["config"])
     ):
-        raise ConfigError("scheduler.name: pbt needs choice/uniform/loguniform/randint dimensions "
-                          "in config to mutate")
+        raise ConfigError(
+            "scheduler.name: pbt needs choice/uniform/loguniform/randint dimensions "
+            "in config to mutate"
+        )
     if spec.num_trials() > 100_000:
         raise ConfigError(f"config: the space has {spec.num_trials()} trials; the limit is 100000")
     if spec.resources.workers > 1:
@@ -239,16 +248,21 @@ def check_consistency(spec: ExperimentSpec) -> None:
         )
 
 
-def load_spec(path: str | Path | None = None, overrides: list[str] | None = None,
-              raw: dict[str, Any] | None = None) -> ExperimentSpec:
-    """Read, override and validate an experiment; raises :class:`ConfigError` with the field path."""
+def load_spec(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    raw: dict[str, Any] | None = None,
+) -> ExperimentSpec:
+    """Read, override and validate an experiment (:class:`ConfigError` names the field)."""
     data = read_yaml(path) if raw is None else json.loads(json.dumps(raw))
     data = apply_overrides(data, overrides or [])
     origin = f"{path}: " if path else ""
     try:
         spec = ExperimentSpec.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(origin + "invalid experiment\n" + format_validation(exc, "", ExperimentSpec)) from None
+        raise ConfigError(
+            origin + "invalid experiment\n" + format_validation(exc, "", ExperimentSpec)
+        ) from None
     try:
         space.parse(spec.config, ("config",))
         validate_trainer_config(spec)

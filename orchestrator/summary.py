@@ -71,8 +71,10 @@ def sweep_summary(outcome: SweepOutcome) -> str:
     setup = outcome.setup
     spec = ExperimentSpec.model_validate(setup.spec)
     runs = find_runs(spec.experiment_name(), sweep=setup.parent_run_id, uri=setup.uri)
-    searched = [f"config.{space.dotted(p[1:])}" if p[0] == "config" else "seed"
-                for p, _ in space.domains(spec.parsed_space())]
+    searched = [
+        f"config.{space.dotted(p[1:])}" if p[0] == "config" else "seed"
+        for p, _ in space.domains(spec.parsed_space())
+    ]
     metrics = [k for k in (*SHOWN_METRICS, spec.metric) if any(k in r.data.metrics for r in runs)]
     columns, table = rows(runs, searched)
     columns = ["trial", "status", *searched, *dict.fromkeys(metrics)]
@@ -84,18 +86,30 @@ def sweep_summary(outcome: SweepOutcome) -> str:
         f"{counts['FAILED']} failed, {counts['KILLED']} killed ({outcome.seconds:.0f} s)",
         format_table(columns, table),
     ]
-    best = next((r for r in table if r["status"] == "FINISHED" and spec.metric in r
-                 and not math.isnan(r[spec.metric])), None)
+    best = next(
+        (
+            r
+            for r in table
+            if r["status"] == "FINISHED" and spec.metric in r and not math.isnan(r[spec.metric])
+        ),
+        None,
+    )
     if best is not None:
-        lines.append(f"Best trial: {best['trial']}  {spec.metric} = {best[spec.metric]:.4g}  "
-                     f"(run {best['run_id']})")
-        tracking.log_summary(setup.uri, setup.parent_run_id,
-                             {f"best/{spec.metric}": best[spec.metric]},
-                             {c: [r.get(c) for r in table] for c in ["run_id", *columns]})
+        lines.append(
+            f"Best trial: {best['trial']}  {spec.metric} = {best[spec.metric]:.4g}  "
+            f"(run {best['run_id']})"
+        )
+        tracking.log_summary(
+            setup.uri,
+            setup.parent_run_id,
+            {f"best/{spec.metric}": best[spec.metric]},
+            {c: [r.get(c) for r in table] for c in ["run_id", *columns]},
+        )
     for r in table:
         if r["status"] == "FAILED":
             error = next(x for x in runs if x.info.run_id == r["run_id"]).data.tags.get(
-                tracking.ERROR_TAG, "unknown reason")
+                tracking.ERROR_TAG, "unknown reason"
+            )
             lines.append(f"Failed trial {r['trial']}: {error}")
     lines += [
         f"MLflow: {setup.uri}  experiment {spec.experiment_name()!r}, sweep run "

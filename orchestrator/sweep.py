@@ -37,15 +37,23 @@ def plan(spec: ExperimentSpec) -> str:
     """What a sweep would do (``--dry-run``): resolved spec, trial count, resources."""
     res, n = spec.resources, spec.num_trials()
     concurrent = spec.max_concurrent_trials or "as many as fit"
-    dims = [f"  {space.dotted(p)}: {d.kind} {list(d.values)}" for p, d in
-            space.domains(spec.parsed_space())]
-    return "\n".join([
-        "# resolved experiment", dump_yaml(spec).rstrip(), "",
-        f"trials: {n} ({spec.search.algorithm} search, {spec.scheduler.name} scheduler)",
-        "search dimensions:", *(dims or ["  (none)"]),
-        f"resources per trial: {res.cpus:g} CPU, {res.gpus:g} GPU; concurrent trials: {concurrent}",
-        f"steps per trial: {spec.stop.iterations}; tracking: {spec.tracking.uri}",
-    ])
+    dims = [
+        f"  {space.dotted(p)}: {d.kind} {list(d.values)}"
+        for p, d in space.domains(spec.parsed_space())
+    ]
+    return "\n".join(
+        [
+            "# resolved experiment",
+            dump_yaml(spec).rstrip(),
+            "",
+            f"trials: {n} ({spec.search.algorithm} search, {spec.scheduler.name} scheduler)",
+            "search dimensions:",
+            *(dims or ["  (none)"]),
+            f"resources per trial: {res.cpus:g} CPU, {res.gpus:g} GPU; "
+            f"concurrent trials: {concurrent}",
+            f"steps per trial: {spec.stop.iterations}; tracking: {spec.tracking.uri}",
+        ]
+    )
 
 
 def init_ray(address: str | None) -> None:
@@ -71,8 +79,13 @@ def _tuner(setup: SweepSetup, sweep_dir: Path, restore: bool):
     spec = ExperimentSpec.model_validate(setup.spec)
     trainable = make_trainable(setup)
     if restore:
-        return tune.Tuner.restore(str(sweep_dir), trainable, resume_unfinished=True,
-                                  resume_errored=False, restart_errored=False)
+        return tune.Tuner.restore(
+            str(sweep_dir),
+            trainable,
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=False,
+        )
     multi = bool(spec.search.objectives)
     return tune.Tuner(
         trainable,
@@ -107,20 +120,27 @@ def _execute(setup: SweepSetup, sweep_dir: Path, restore: bool) -> SweepOutcome:
     except KeyboardInterrupt:
         unfinished = -1
     except BaseException as exc:  # Tune itself failed: leave no run RUNNING, then re-raise
-        tracking.close_unfinished_children(setup.uri, setup.experiment_id, setup.parent_run_id,
-                                           "FAILED")
+        tracking.close_unfinished_children(
+            setup.uri, setup.experiment_id, setup.parent_run_id, "FAILED"
+        )
         tracking.end_run(setup.uri, setup.parent_run_id, "FAILED", f"{type(exc).__name__}: {exc}")
         raise
     spec = ExperimentSpec.model_validate(setup.spec)
     if unfinished:
-        tracking.close_unfinished_children(setup.uri, setup.experiment_id, setup.parent_run_id,
-                                           "KILLED")
-        tracking.end_run(setup.uri, setup.parent_run_id, "KILLED",
-                         f"interrupted; continue with: dynsweep resume {sweep_dir}")
+        tracking.close_unfinished_children(
+            setup.uri, setup.experiment_id, setup.parent_run_id, "KILLED"
+        )
+        tracking.end_run(
+            setup.uri,
+            setup.parent_run_id,
+            "KILLED",
+            f"interrupted; continue with: dynsweep resume {sweep_dir}",
+        )
         status = "KILLED"
     else:
-        tracking.close_unfinished_children(setup.uri, setup.experiment_id, setup.parent_run_id,
-                                           "FAILED")
+        tracking.close_unfinished_children(
+            setup.uri, setup.experiment_id, setup.parent_run_id, "FAILED"
+        )
         status = "FINISHED"
     outcome = SweepOutcome(spec.name, sweep_dir, setup, status, time.monotonic() - started)
     return outcome
@@ -131,22 +151,34 @@ def _write_manifest(sweep_dir: Path, setup: SweepSetup) -> None:
     (sweep_dir / MANIFEST).write_text(json.dumps(dataclasses.asdict(setup), indent=2))
 
 
-def run(spec: ExperimentSpec, address: str | None = None,
-        tracking_uri: str | None = None) -> SweepOutcome:
+def run(
+    spec: ExperimentSpec, address: str | None = None, tracking_uri: str | None = None
+) -> SweepOutcome:
     """Run a sweep to its end (or until interrupted; then ``resume`` continues it)."""
-    uri = tracking.resolve_uri(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-                               or spec.tracking.uri)
+    uri = tracking.resolve_uri(
+        tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or spec.tracking.uri
+    )
     tracking.check_reachable(uri)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     sweep_dir = (Path(spec.storage) / f"{spec.name}-{stamp}").resolve()
     experiment_id = tracking.ensure_experiment(uri, spec.experiment_name())
     init_ray(address)
-    tags = {"dynsweep.git_sha": tracking.git_sha(), "dynsweep.config_hash": spec.config_hash(),
-            "dynsweep.seed": json.dumps(spec.seed), **tracking.environment_tags()}
-    parent = tracking.start_sweep_run(uri, experiment_id, sweep_dir.name, spec.resolved(),
-                                      {**tags, "dynsweep.sweep_dir": str(sweep_dir)})
-    setup = SweepSetup(spec.resolved(), uri, experiment_id, parent,
-                       str(Path(spec.data_dir).resolve()), tags)
+    tags = {
+        "dynsweep.git_sha": tracking.git_sha(),
+        "dynsweep.config_hash": spec.config_hash(),
+        "dynsweep.seed": json.dumps(spec.seed),
+        **tracking.environment_tags(),
+    }
+    parent = tracking.start_sweep_run(
+        uri,
+        experiment_id,
+        sweep_dir.name,
+        spec.resolved(),
+        {**tags, "dynsweep.sweep_dir": str(sweep_dir)},
+    )
+    setup = SweepSetup(
+        spec.resolved(), uri, experiment_id, parent, str(Path(spec.data_dir).resolve()), tags
+    )
     _write_manifest(sweep_dir, setup)
     return _execute(setup, sweep_dir, restore=False)
 
@@ -161,8 +193,10 @@ def find_sweep_dir(name_or_path: str, storage: str = "dynsweep_runs") -> Path:
         return (root / name_or_path).resolve()
     candidates = sorted(root.glob(f"{name_or_path}-*/{MANIFEST}")) if root.is_dir() else []
     if not candidates:
-        raise UserError(f"resume: no sweep {name_or_path!r}: expected a sweep folder holding "
-                        f"{MANIFEST}, or the name of an experiment with sweeps under {root}/")
+        raise UserError(
+            f"resume: no sweep {name_or_path!r}: expected a sweep folder holding "
+            f"{MANIFEST}, or the name of an experiment with sweeps under {root}/"
+        )
     return candidates[-1].parent.resolve()
 
 
@@ -182,5 +216,6 @@ def resume(name_or_path: str, address: str | None = None) -> SweepOutcome:
 def finish(outcome: SweepOutcome, error: str | None = None) -> None:
     """Close the parent run of a sweep that ran to its end."""
     if outcome.status == "FINISHED":
-        tracking.end_run(outcome.setup.uri, outcome.setup.parent_run_id,
-                         "FAILED" if error else "FINISHED", error)
+        tracking.end_run(
+            outcome.setup.uri, outcome.setup.parent_run_id, "FAILED" if error else "FINISHED", error
+        )

@@ -47,7 +47,7 @@ def resolve_uri(uri: str, base: Path | None = None) -> str:
     """Make a relative sqlite/file URI absolute (trials run in other working directories)."""
     base = Path.cwd() if base is None else base
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str((base / uri[len("sqlite:///"):]).resolve())
+        return "sqlite:///" + str((base / uri[len("sqlite:///") :]).resolve())
     if "://" not in uri:
         return str((base / uri).resolve())
     return uri
@@ -56,14 +56,14 @@ def resolve_uri(uri: str, base: Path | None = None) -> str:
 def default_artifact_root(uri: str) -> str | None:
     """Artifacts of a sqlite store live beside it in ``mlartifacts/``; servers decide their own."""
     if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+        return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").resolve().as_uri()
     return None
 
 
 def check_reachable(uri: str) -> None:
     """Raise a plain :class:`ConfigError` if the tracking store cannot be used."""
     if uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).parent
+        folder = Path(uri[len("sqlite:///") :]).parent
         if not folder.is_dir():
             raise ConfigError(f"tracking.uri: folder {folder} of {uri} does not exist")
         return
@@ -73,7 +73,9 @@ def check_reachable(uri: str) -> None:
                 if resp.status == 200:
                     return
         except (urllib.error.URLError, OSError) as exc:
-            raise ConfigError(f"tracking.uri: cannot reach the MLflow server at {uri} ({exc})") from None
+            raise ConfigError(
+                f"tracking.uri: cannot reach the MLflow server at {uri} ({exc})"
+            ) from None
         raise ConfigError(f"tracking.uri: {uri} did not answer as an MLflow server")
     try:
         MlflowClient(uri).search_experiments(max_results=1)
@@ -94,8 +96,9 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
 
 def git_sha(cwd: Path | None = None) -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -146,11 +149,14 @@ def ensure_experiment(uri: str, name: str) -> str:
         return client.get_experiment_by_name(name).experiment_id
 
 
-def start_sweep_run(uri: str, experiment_id: str, run_name: str, spec: dict[str, Any],
-                    tags: dict[str, str]) -> str:
+def start_sweep_run(
+    uri: str, experiment_id: str, run_name: str, spec: dict[str, Any], tags: dict[str, str]
+) -> str:
     """Create the parent run of a sweep: resolved spec as artifact and as flattened params."""
     client = MlflowClient(uri)
-    run = client.create_run(experiment_id, run_name=run_name, tags={"dynsweep.role": "sweep", **tags})
+    run = client.create_run(
+        experiment_id, run_name=run_name, tags={"dynsweep.role": "sweep", **tags}
+    )
     log_params(client, run.info.run_id, flatten({k: v for k, v in spec.items() if k != "config"}))
     client.log_dict(run.info.run_id, spec, "spec.json")
     return run.info.run_id
@@ -170,7 +176,8 @@ def reopen_run(uri: str, run_id: str) -> None:
 
 def child_runs(uri: str, experiment_id: str, parent_id: str) -> list:
     return MlflowClient(uri).search_runs(
-        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
+        [experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
         max_results=50_000,
     )
 
@@ -194,8 +201,13 @@ def log_summary(uri: str, run_id: str, metrics: dict[str, float], table: dict[st
     client.log_table(run_id, table, "trials.json")
 
 
-def log_analysis(uri: str, run_id: str, step: str, metrics: dict[str, float],
-                 artifacts: dict[str, Any] | None = None) -> None:
+def log_analysis(
+    uri: str,
+    run_id: str,
+    step: str,
+    metrics: dict[str, float],
+    artifacts: dict[str, Any] | None = None,
+) -> None:
     """Write an analysis step's result to a run as ``analysis/<step>/<name>`` metrics."""
     client = MlflowClient(uri)
     now = int(time.time() * 1000)
@@ -217,14 +229,22 @@ class TrialRun:
         self._max_step = logged_step
 
     @classmethod
-    def open(cls, uri: str, experiment_id: str, parent_id: str, trial_id: str, run_name: str,
-             params: dict[str, str], tags: dict[str, str]) -> TrialRun:
+    def open(
+        cls,
+        uri: str,
+        experiment_id: str,
+        parent_id: str,
+        trial_id: str,
+        run_name: str,
+        params: dict[str, str],
+        tags: dict[str, str],
+    ) -> TrialRun:
         """Find this trial's run (a retry or resume) or create it."""
         client = MlflowClient(uri)
         found = client.search_runs(
             [experiment_id],
             filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and "
-                          f"tags.`mlflow.parentRunId` = '{parent_id}'",
+            f"tags.`mlflow.parentRunId` = '{parent_id}'",
             max_results=1,
         )
         if found:
@@ -234,8 +254,12 @@ class TrialRun:
             attempts = int(run.data.tags.get("dynsweep.attempts", "1")) + 1
             set_tags(client, run.info.run_id, {"dynsweep.attempts": str(attempts)})
             return cls(uri, run.info.run_id, int(run.data.tags.get(STEP_TAG, "-1")))
-        all_tags = {"mlflow.parentRunId": parent_id, TRIAL_TAG: trial_id,
-                    "dynsweep.attempts": "1", **tags}
+        all_tags = {
+            "mlflow.parentRunId": parent_id,
+            TRIAL_TAG: trial_id,
+            "dynsweep.attempts": "1",
+            **tags,
+        }
         run = _retry(lambda: client.create_run(experiment_id, run_name=run_name, tags=all_tags))
         log_params(client, run.info.run_id, params)
         return cls(uri, run.info.run_id, -1)

@@ -8,7 +8,6 @@ A retried trial (after a crash) or a resumed sweep continues from it in the same
 from __future__ import annotations
 
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from orchestrator import space
 from orchestrator.spec import ExperimentSpec
 from orchestrator.tracking import TrialRun, flatten
 from trainers import get_trainer_class
+from trainers.base import FitResult
 from trainers.loop import fit
 
 STATE_FILE = "state.pt"
@@ -53,7 +53,9 @@ def run_name(spec: ExperimentSpec, params: dict[str, Any], trial_id: str) -> str
         value: Any = params
         for key in path:
             value = value[key]
-        parts.append(f"{path[-1]}={value:.4g}" if isinstance(value, float) else f"{path[-1]}={value}")
+        parts.append(
+            f"{path[-1]}={value:.4g}" if isinstance(value, float) else f"{path[-1]}={value}"
+        )
     return " ".join(parts)[:250]
 
 
@@ -85,6 +87,16 @@ class TrialContext:
             torch.save({**self.header, "loop": checkpoint}, Path(tmp) / STATE_FILE)
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
 
+    def finish(self, result: FitResult, checkpoint: dict, export: dict) -> None:
+        # Everything is kept and the run closed before the last report: a scheduler whose
+        # horizon ends here (ASHA's max_t) stops the trial inside that report.
+        model_path = self.workdir / "model.pt"
+        torch.save({**self.header, "step": result.step, "state": export}, model_path)
+        self.run.log_artifact(model_path, "model")
+        self.run.set_tags({"dynsweep.stop_reason": result.stop_reason})
+        self.run.finish("FINISHED")
+        self.report(result.step, result.metrics, checkpoint)
+
     def on_trajectory_file(self, name: str, path: Path) -> None:
         self.run.log_artifact(path, f"trajectories/{name}")
 
@@ -102,7 +114,10 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
 
     run = TrialRun.open(
-        setup.uri, setup.experiment_id, setup.parent_run_id, trial_id,
+        setup.uri,
+        setup.experiment_id,
+        setup.parent_run_id,
+        trial_id,
         run_name=run_name(spec, params, trial_id),
         params={**flatten(resolved, "config"), "seed": str(seed), "trainer": spec.trainer},
         tags={**setup.tags, "dynsweep.seed": str(seed)},
@@ -122,22 +137,26 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
     if resume is None:
         run.log_dict({"trainer": spec.trainer, "config": resolved, "seed": seed}, "config.json")
 
-    header = {"trial_id": trial_id, "run_id": run.run_id, "trainer": spec.trainer,
-              "config": resolved, "seed": seed}
-    device = torch.device("cuda" if spec.resources.gpus > 0 and torch.cuda.is_available() else "cpu")
+    header = {
+        "trial_id": trial_id,
+        "run_id": run.run_id,
+        "trainer": spec.trainer,
+        "config": resolved,
+        "seed": seed,
+    }
+    device = torch.device(
+        "cuda" if spec.resources.gpus > 0 and torch.cuda.is_available() else "cpu"
+    )
     ctx = TrialContext(run, seed, workdir, Path(setup.data_dir), header, device)
-    trainer = trainer_cls(config)
-    started = time.monotonic()
     try:
-        result = fit(trainer, ctx, spec.loop, spec.stop, resume=resume, attempt=attempt)
-        model_path = workdir / "model.pt"
-        torch.save({**header, "step": result.step, "state": trainer.export()}, model_path)
-        run.log_artifact(model_path, "model")
-        run.set_tags({"dynsweep.stop_reason": result.stop_reason,
-                      "dynsweep.train_seconds": f"{time.monotonic() - started:.1f}"})
-        run.finish("FINISHED")
+        fit(trainer_cls(config), ctx, spec.loop, spec.stop, resume=resume, attempt=attempt)
     except TrialFailure as exc:
         run.finish("FAILED", str(exc), fatal=True)
+        raise
+    except SystemExit:
+        # Tune stopped this trial (scheduler decision, or the sweep was interrupted): keep
+        # what was logged; the driver sets the status (FINISHED by scheduler, or KILLED).
+        run.flush()
         raise
     except BaseException as exc:
         run.finish("FAILED", f"{type(exc).__name__}: {exc}")

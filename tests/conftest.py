@@ -28,8 +28,12 @@ def ray_session(tmp_path_factory):
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR",
-                 _temp_dir=str(tmp_path_factory.mktemp("ray")))
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            logging_level="ERROR",
+            _temp_dir=str(tmp_path_factory.mktemp("ray")),
+        )
     yield ray
     ray.shutdown()
 

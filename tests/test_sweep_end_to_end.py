@@ -20,7 +20,10 @@ def finished_sweep(tmp_path_factory, ray_session):
     folder = tmp_path_factory.mktemp("e2e")
     cfg = write_config(
         folder,
-        config={"optimizer": {"lr": {"grid": [0.05, 0.2]}}, "model": {"widths": {"grid": [[8], [16]]}}},
+        config={
+            "optimizer": {"lr": {"grid": [0.05, 0.2]}},
+            "model": {"widths": {"grid": [[8], [16]]}},
+        },
         loop={"record": [{"probe": "weights", "every": 1}]},
         analysis=[{"step": "edm", "input": "train/loss", "params": {"max_E": 4}}],
     )
@@ -44,13 +47,21 @@ def test_one_parent_with_four_finished_children(finished_sweep):
     parent_id = parents[0].info.run_id
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent_id}
     assert {c.info.status for c in children} == {"FINISHED"}
-    grid = {(c.data.params["config.optimizer.lr"], c.data.params["config.model.widths"])
-            for c in children}
+    grid = {
+        (c.data.params["config.optimizer.lr"], c.data.params["config.model.widths"])
+        for c in children
+    }
     assert grid == {("0.05", "[8]"), ("0.05", "[16]"), ("0.2", "[8]"), ("0.2", "[16]")}
     for c in children:
         assert c.data.params["config.batch_size"] == "32"  # defaults resolved, not only overrides
-        for tag in ("dynsweep.git_sha", "dynsweep.config_hash", "dynsweep.seed", "dynsweep.torch",
-                    "dynsweep.ray", "dynsweep.trial_id"):
+        for tag in (
+            "dynsweep.git_sha",
+            "dynsweep.config_hash",
+            "dynsweep.seed",
+            "dynsweep.torch",
+            "dynsweep.ray",
+            "dynsweep.trial_id",
+        ):
             assert c.data.tags.get(tag), tag
         assert c.data.tags["dynsweep.stop_reason"] == "iterations"
     assert "best/val/acc" in parents[0].data.metrics
@@ -62,7 +73,9 @@ def test_full_metric_histories_without_duplicates(finished_sweep):
     client = store(finished_sweep)
     _, children = sweep_runs(client)
     for c in children:
-        np.testing.assert_array_equal(steps_of(client, c.info.run_id, "train/loss"), np.arange(1, 41))
+        np.testing.assert_array_equal(
+            steps_of(client, c.info.run_id, "train/loss"), np.arange(1, 41)
+        )
         np.testing.assert_array_equal(steps_of(client, c.info.run_id, "val/acc"), [0, 20, 40])
         steps, values = metric_history(c.info.run_id, "train/loss", uri=client.tracking_uri)
         assert np.all(np.isfinite(values)) and len(steps) == 40
@@ -71,15 +84,20 @@ def test_full_metric_histories_without_duplicates(finished_sweep):
 def test_trajectory_holds_the_weights_of_each_step(finished_sweep):
     client = store(finished_sweep)
     _, children = sweep_runs(client)
-    run = next(c for c in children if c.data.params["config.model.widths"] == "[8]"
-               and c.data.params["config.optimizer.lr"] == "0.2")
+    run = next(
+        c
+        for c in children
+        if c.data.params["config.model.widths"] == "[8]"
+        and c.data.params["config.optimizer.lr"] == "0.2"
+    )
     traj = load_trajectory(run.info.run_id, "weights", uri=client.tracking_uri)
     n_params = 64 * 8 + 8 + 8 * 10 + 10
     assert traj.values.shape == (41, n_params)
     np.testing.assert_array_equal(traj.steps, np.arange(41))
 
-    model = torch.load(client.download_artifacts(run.info.run_id, "model/model.pt"),
-                       weights_only=True)
+    model = torch.load(
+        client.download_artifacts(run.info.run_id, "model/model.pt"), weights_only=True
+    )
     assert model["step"] == 40 and model["config"]["optimizer"]["lr"] == 0.2
     final = torch.cat([t.reshape(-1) for t in model["state"]["model"].values()]).numpy()
     np.testing.assert_array_equal(traj.values[40], final)
@@ -88,8 +106,12 @@ def test_trajectory_holds_the_weights_of_each_step(finished_sweep):
     torch.set_num_threads(1)
     cfg = ClassifierConfig.model_validate(model["config"])
     again = ClassifierTrainer(cfg)
-    fit(again, LocalContext(finished_sweep / "again", seed=int(run.data.params["seed"])),
-        LoopConfig(), StopRule(iterations=13))
+    fit(
+        again,
+        LocalContext(finished_sweep / "again", seed=int(run.data.params["seed"])),
+        LoopConfig(),
+        StopRule(iterations=13),
+    )
     mine = torch.cat([p.detach().reshape(-1) for p in again.model.parameters()]).numpy()
     np.testing.assert_allclose(traj.values[13], mine, rtol=1e-5, atol=1e-6)
     part = load_trajectory(run.info.run_id, "weights", steps=slice(10, 20), uri=client.tracking_uri)
@@ -104,7 +126,8 @@ def test_analysis_metrics_are_written_to_each_run(finished_sweep):
         assert best_e in {1.0, 2.0, 3.0, 4.0}
         assert -1.0 <= c.data.metrics["analysis/edm/rho"] <= 1.0
         assert "analysis/edm/rho_by_E.json" in {
-            a.path for a in client.list_artifacts(c.info.run_id, "analysis/edm")}
+            a.path for a in client.list_artifacts(c.info.run_id, "analysis/edm")
+        }
 
 
 def test_runs_command_prints_and_exports(finished_sweep, capsys, monkeypatch):

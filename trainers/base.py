@@ -8,6 +8,7 @@ Trainers never talk to MLflow or Ray: they get a :class:`Context` and report thr
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -19,6 +20,15 @@ class TrainerConfig(BaseModel):
     """Base of every trainer's typed config: unknown keys are errors, values are frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class FitResult:
+    """How a run of the loop ended: last step, its metrics, and why it stopped."""
+
+    step: int
+    metrics: dict[str, float]
+    stop_reason: str  # iterations | time | metric
 
 
 class Context(Protocol):
@@ -37,6 +47,12 @@ class Context(Protocol):
 
     def report(self, step: int, metrics: dict[str, float], checkpoint: dict | None) -> None:
         """Report to the scheduler (and save ``checkpoint`` for retries/resume when given)."""
+
+    def finish(self, result: FitResult, checkpoint: dict, export: dict) -> None:
+        """The loop is done: keep the final model (``export``) and make the last report.
+
+        Called before the last report reaches the scheduler, which may end the trial there.
+        """
 
     def on_trajectory_file(self, name: str, path: Path) -> None:
         """A trajectory chunk file was completed on local disk (log it as an artifact)."""

@@ -34,7 +34,10 @@ def _torchvision(name: str) -> Callable[[Path, float, int], tuple[Split, Split]]
     def load(data_dir: Path, val_fraction: float, seed: int) -> tuple[Split, Split]:
         import torchvision
 
-        cls = {"mnist": torchvision.datasets.MNIST, "fashion_mnist": torchvision.datasets.FashionMNIST}
+        cls = {
+            "mnist": torchvision.datasets.MNIST,
+            "fashion_mnist": torchvision.datasets.FashionMNIST,
+        }
         splits = []
         for train in (True, False):
             try:
@@ -69,4 +72,3 @@ def load_dataset(name: str, data_dir: Path, val_fraction: float, seed: int) -> t
 def image_shape(name: str) -> tuple[int, int, int]:
     """C×H×W of dataset ``name`` without loading it."""
     return (1, 8, 8) if name == "digits" else (1, 28, 28)
-

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from trainers.base import FitResult
+
 
 @dataclass
 class LocalContext:
@@ -19,6 +21,8 @@ class LocalContext:
     metrics: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     reports: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     last_checkpoint: dict | None = None
+    result: FitResult | None = None
+    export: dict | None = None
     files: list[tuple[str, Path]] = field(default_factory=list)
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
@@ -28,6 +32,10 @@ class LocalContext:
         self.reports.append((step, dict(metrics)))
         if checkpoint is not None:
             self.last_checkpoint = checkpoint
+
+    def finish(self, result: FitResult, checkpoint: dict, export: dict) -> None:
+        self.result, self.export = result, export
+        self.report(result.step, result.metrics, checkpoint)
 
     def on_trajectory_file(self, name: str, path: Path) -> None:
         self.files.append((name, path))

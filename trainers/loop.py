@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dynsweep.errors import TrialFailure
-from trainers.base import Context, Trainer
+from trainers.base import Context, FitResult, Trainer
 from trainers.recording import Recorder
 
 Every = int | Literal["epoch"]
@@ -64,13 +63,6 @@ class LoopConfig(BaseModel):
     checkpoint_every: int = Field(100, ge=1)
     record: tuple[RecordSpec, ...] = ()
     chunk_steps: int = Field(64, ge=1)
-
-
-@dataclass
-class FitResult:
-    step: int
-    metrics: dict[str, float]
-    stop_reason: str
 
 
 def _due(step: int, every: Every, steps_per_epoch: int | None) -> bool:
@@ -133,7 +125,6 @@ def fit(
     if start == 0:
         record(0)
     step, reason = start, "iterations"
-    last_reported = start
     while step < stop.iterations:
         step += 1
         metrics = dict(trainer.step())
@@ -151,16 +142,12 @@ def fit(
             value = metrics[stop.metric]
             hit = value >= stop.threshold if stop.mode == "max" else value <= stop.threshold
             reason = "metric" if hit else reason
-        done = reason != "iterations" or step == stop.iterations
-        if done or step % loop.checkpoint_every == 0:
+        if reason != "iterations" or step == stop.iterations:
+            break
+        if step % loop.checkpoint_every == 0:
             ctx.report(step, metrics, checkpoint(step))
-            last_reported = step
         elif step % loop.report_every == 0:
             ctx.report(step, metrics, None)
-            last_reported = step
-        if done:
-            break
-    if last_reported != step:  # resumed at the very end: report once so the trial has a result
-        ctx.report(step, metrics, checkpoint(step))
-    recorder.flush()
-    return FitResult(step=step, metrics=metrics, stop_reason=reason)
+    result = FitResult(step=step, metrics=metrics, stop_reason=reason)
+    ctx.finish(result, checkpoint(step), trainer.export())
+    return result

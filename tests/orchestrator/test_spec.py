@@ -33,8 +33,9 @@ def test_defaults_come_from_the_sections():
 
 
 def test_overrides_set_nested_fields_and_parse_yaml_values():
-    spec = load_spec(QUICKSTART, ["stop.iterations=7", "config.optimizer.lr={grid: [1, 2, 3]}",
-                                  "num_samples=2"])
+    spec = load_spec(
+        QUICKSTART, ["stop.iterations=7", "config.optimizer.lr={grid: [1, 2, 3]}", "num_samples=2"]
+    )
     assert spec.stop.iterations == 7
     assert spec.num_trials() == 2 * 3 * 2
     raw = apply_overrides({}, ["a.b.c=[1, 2]"])
@@ -42,30 +43,64 @@ def test_overrides_set_nested_fields_and_parse_yaml_values():
 
 
 def test_random_and_optuna_counts():
-    assert spec_of(search={"algorithm": "random"}, num_samples=5,
-                   config={"optimizer": {"lr": {"uniform": [0.01, 0.1]}}}).num_trials() == 5
-    assert spec_of(search={"algorithm": "optuna", "seed": 1}, num_samples=6,
-                   config={"optimizer": {"lr": {"loguniform": [0.01, 0.1]}}}).num_trials() == 6
+    assert (
+        spec_of(
+            search={"algorithm": "random"},
+            num_samples=5,
+            config={"optimizer": {"lr": {"uniform": [0.01, 0.1]}}},
+        ).num_trials()
+        == 5
+    )
+    assert (
+        spec_of(
+            search={"algorithm": "optuna", "seed": 1},
+            num_samples=6,
+            config={"optimizer": {"lr": {"loguniform": [0.01, 0.1]}}},
+        ).num_trials()
+        == 6
+    )
 
 
-@pytest.mark.parametrize("fields, expected", [
-    ({"trainer": "nope"}, "trainer: unknown trainer 'nope'; expected one of: classifier"),
-    ({"search": {"algorithm": "bayes"}}, "search.algorithm: unknown search algorithm 'bayes'"),
-    ({"scheduler": {"name": "hyperband"}}, "scheduler.name: unknown scheduler 'hyperband'; "
-                                          "expected one of: asha, fifo, pbt"),
-    ({"config": {"optimizer": {"lr": "fast"}}}, "config.optimizer.lr: Input should be a valid number"),
-    ({"config": {"optimzer": {}}}, "config.optimzer: unknown field; valid fields: dataset"),
-    ({"stop": {"iterations": -1}}, "stop.iterations: Input should be greater than or equal to 1"),
-    ({"stpo": {}}, "stpo: unknown field; valid fields: name, trainer"),
-    ({"config": {"model": {"widths": {"grid": [[8], ["x"]]}}}},
-     "(?s)config.model.widths.0: Input should be a valid integer.*when config.model.widths = \\['x'\\]"),
-    ({"loop": {"record": [{"probe": "latents"}]}}, "loop.record: trainer 'classifier' has no probe"),
-    ({"config": {"optimizer": {"lr": {"grid": [0.1]}}}, "search": {"algorithm": "optuna"}},
-     "with optuna use 'choice'"),
-    ({"analysis": [{"step": "sindy"}]}, "analysis.0.step: unknown analysis step 'sindy'"),
-    ({"seed": "abc"}, "seed: expected an integer"),
-    ({"config": {"model": {"widths": [0]}}}, "config.model.widths.0: Input should be greater than 0"),
-])
+@pytest.mark.parametrize(
+    "fields, expected",
+    [
+        ({"trainer": "nope"}, "trainer: unknown trainer 'nope'; expected one of: classifier"),
+        ({"search": {"algorithm": "bayes"}}, "search.algorithm: unknown search algorithm 'bayes'"),
+        (
+            {"scheduler": {"name": "hyperband"}},
+            "scheduler.name: unknown scheduler 'hyperband'; expected one of: asha, fifo, pbt",
+        ),
+        (
+            {"config": {"optimizer": {"lr": "fast"}}},
+            "config.optimizer.lr: Input should be a valid number",
+        ),
+        ({"config": {"optimzer": {}}}, "config.optimzer: unknown field; valid fields: dataset"),
+        (
+            {"stop": {"iterations": -1}},
+            "stop.iterations: Input should be greater than or equal to 1",
+        ),
+        ({"stpo": {}}, "stpo: unknown field; valid fields: name, trainer"),
+        (
+            {"config": {"model": {"widths": {"grid": [[8], ["x"]]}}}},
+            "(?s)config.model.widths.0: Input should be a valid integer"
+            ".*when config.model.widths = \\['x'\\]",
+        ),
+        (
+            {"loop": {"record": [{"probe": "latents"}]}},
+            "loop.record: trainer 'classifier' has no probe",
+        ),
+        (
+            {"config": {"optimizer": {"lr": {"grid": [0.1]}}}, "search": {"algorithm": "optuna"}},
+            "with optuna use 'choice'",
+        ),
+        ({"analysis": [{"step": "sindy"}]}, "analysis.0.step: unknown analysis step 'sindy'"),
+        ({"seed": "abc"}, "seed: expected an integer"),
+        (
+            {"config": {"model": {"widths": [0]}}},
+            "config.model.widths.0: Input should be greater than 0",
+        ),
+    ],
+)
 def test_bad_configs_name_the_field(fields, expected):
     with pytest.raises(ConfigError, match=expected):
         spec_of(**fields)
@@ -73,8 +108,9 @@ def test_bad_configs_name_the_field(fields, expected):
 
 def test_cli_reports_user_errors_without_traceback(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"name": "t", "trainer": "classifier",
-                                   "config": {"batch_size": "big"}}))
+    bad.write_text(
+        yaml.safe_dump({"name": "t", "trainer": "classifier", "config": {"batch_size": "big"}})
+    )
     assert cli.main(["sweep", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "config.batch_size: Input should be a valid integer" in err

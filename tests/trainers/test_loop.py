@@ -28,8 +28,9 @@ def test_recorded_weights_at_step_k_are_the_weights_after_k_steps(tmp_path):
     np.testing.assert_array_equal(traj.values[-1], weights(trainer))
     for k in (0, 1, 17):
         again = ClassifierTrainer(SMALL)
-        fit(again, LocalContext(tmp_path / f"k{k}"), LoopConfig(), StopRule(iterations=k)) if k else \
-            again.setup(LocalContext(tmp_path / "k0"))
+        fit(
+            again, LocalContext(tmp_path / f"k{k}"), LoopConfig(), StopRule(iterations=k)
+        ) if k else again.setup(LocalContext(tmp_path / "k0"))
         np.testing.assert_array_equal(traj.values[k], weights(again))
     assert traj.columns["layers.1.0.weight"] == [0, 64 * 16]
 
@@ -44,8 +45,14 @@ def test_resume_from_checkpoint_continues_exactly(tmp_path):
     fit(ClassifierTrainer(SMALL), first_ctx, loop, StopRule(iterations=20))
     resumed = ClassifierTrainer(SMALL)
     second_ctx = LocalContext(tmp_path / "part")
-    fit(resumed, second_ctx, loop, StopRule(iterations=25), resume=first_ctx.last_checkpoint,
-        attempt=1)
+    fit(
+        resumed,
+        second_ctx,
+        loop,
+        StopRule(iterations=25),
+        resume=first_ctx.last_checkpoint,
+        attempt=1,
+    )
     np.testing.assert_array_equal(weights(resumed), weights(whole))
     tail = [m for s, m in whole_ctx.metrics if s > 20]
     assert [m for s, m in second_ctx.metrics if s > 20] == tail
@@ -53,8 +60,12 @@ def test_resume_from_checkpoint_continues_exactly(tmp_path):
 
 def test_cadences_and_metrics(tmp_path):
     ctx = LocalContext(tmp_path)
-    loop = LoopConfig(report_every=4, checkpoint_every=6, eval_every="epoch",
-                      record=(RecordSpec(probe="activations", every="epoch"),))
+    loop = LoopConfig(
+        report_every=4,
+        checkpoint_every=6,
+        eval_every="epoch",
+        record=(RecordSpec(probe="activations", every="epoch"),),
+    )
     trainer = ClassifierTrainer(SMALL)
     result = fit(trainer, ctx, loop, StopRule(iterations=100))
     spe = trainer.steps_per_epoch
@@ -73,14 +84,20 @@ def test_metric_threshold_and_time_stop(tmp_path):
     stop = StopRule(iterations=500, metric="val/acc", threshold=0.5, mode="max")
     result = fit(ClassifierTrainer(SMALL), LocalContext(tmp_path), LoopConfig(eval_every=5), stop)
     assert result.stop_reason == "metric" and result.step < 500 and result.step % 5 == 0
-    result = fit(ClassifierTrainer(SMALL), LocalContext(tmp_path / "t"), LoopConfig(),
-                 StopRule(iterations=10**6, time_s=0.3))
+    result = fit(
+        ClassifierTrainer(SMALL),
+        LocalContext(tmp_path / "t"),
+        LoopConfig(),
+        StopRule(iterations=10**6, time_s=0.3),
+    )
     assert result.stop_reason == "time" and result.step < 10**6
 
 
 def test_non_finite_loss_fails_with_the_step_and_metric(tmp_path):
-    diverging = ClassifierConfig(model={"widths": [16]}, optimizer={"lr": 1e10})
+    diverging = ClassifierConfig(model={"widths": [16]}, optimizer={"lr": 1e30})
     ctx = LocalContext(tmp_path)
-    with pytest.raises(TrialFailure, match=r"non-finite metric at step \d+: train/loss = (nan|inf)"):
+    with pytest.raises(
+        TrialFailure, match=r"non-finite metric at step \d+: train/loss = (nan|inf)"
+    ):
         fit(ClassifierTrainer(diverging), ctx, LoopConfig(), StopRule(iterations=200))
     assert all(math.isfinite(v) for _, m in ctx.metrics for v in m.values())

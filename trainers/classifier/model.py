@@ -45,7 +45,9 @@ class Classifier(nn.Module):
         else:
             ch = c
             for out in cfg.channels:
-                layers.append(nn.Sequential(nn.Conv2d(ch, out, 3, padding=1), act(), nn.MaxPool2d(2)))
+                layers.append(
+                    nn.Sequential(nn.Conv2d(ch, out, 3, padding=1), act(), nn.MaxPool2d(2))
+                )
                 ch, h, w = out, max(1, h // 2), max(1, w // 2)
             layers += [nn.Flatten(), nn.Linear(ch * h * w, classes)]
         self.layers = nn.ModuleList(layers)

@@ -54,7 +54,9 @@ class ClassifierTrainer(Trainer):
         opt = cfg.optimizer
         if opt.name == "sgd":
             self.optimizer = torch.optim.SGD(
-                self.model.parameters(), lr=opt.lr, momentum=opt.momentum,
+                self.model.parameters(),
+                lr=opt.lr,
+                momentum=opt.momentum,
                 weight_decay=opt.weight_decay,
             )
         else:
@@ -101,13 +103,18 @@ class ClassifierTrainer(Trainer):
         if name == "weights":
             return torch.cat([p.detach().reshape(-1) for p in params])
         if name == "grads":
-            return torch.cat([
-                (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params
-            ])
+            return torch.cat(
+                [
+                    (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                    for p in params
+                ]
+            )
         if name == "activations":
             with torch.no_grad():
                 self.model.eval()
-                return torch.cat([h.reshape(len(h), -1) for h in self.model.hidden(self.probe_x)], 1)
+                return torch.cat(
+                    [h.reshape(len(h), -1) for h in self.model.hidden(self.probe_x)], 1
+                )
         raise KeyError(name)
 
     def probe_columns(self, name: str) -> dict[str, list[int]]:
