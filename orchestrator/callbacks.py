@@ -34,6 +34,10 @@ class RunStatusCallback(tune.Callback):
         tracking.end_run(self.uri, run_id, status, error)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        from orchestrator.sweep import INTERRUPTED
+
+        if INTERRUPTED.is_set():  # Tune ends running trials when interrupted: they go on later
+            return
         self._end_if_running(trial, "FINISHED", tags={"dynsweep.stop_reason": "scheduler"})
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:

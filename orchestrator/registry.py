@@ -18,7 +18,10 @@ if TYPE_CHECKING:
 def _basic_variants(spec: ExperimentSpec) -> Any:
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=spec.search.seed)
+    # Tune applies max_concurrent_trials only to Searchers; this generator takes it itself.
+    return BasicVariantGenerator(
+        random_state=spec.search.seed, max_concurrent=spec.max_concurrent_trials or 0
+    )
 
 
 def _optuna(spec: ExperimentSpec) -> Any:

@@ -11,7 +11,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -71,6 +74,44 @@ def init_ray(address: str | None) -> None:
         raise ConfigError(f"--address: cannot connect to Ray at {address!r} ({exc})") from None
 
 
+INTERRUPTED = threading.Event()
+
+
+@contextmanager
+def interruptible():
+    """Ctrl+C / SIGTERM end the sweep gracefully and are remembered in ``INTERRUPTED``.
+
+    Tune's own SIGINT handler does not tell its caller that it fired (the results of an
+    interrupted sweep look finished), so ours records it and hands over to Tune's SIGUSR1
+    handler, which saves the experiment state for ``resume``. A second Ctrl+C aborts.
+    """
+    INTERRUPTED.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(sig, frame):
+        INTERRUPTED.set()
+        for s, h in previous.items():
+            signal.signal(s, h)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    old_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    try:
+        yield
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+        if old_env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = old_env
+
+
 def _tuner(setup: SweepSetup, sweep_dir: Path, restore: bool):
     from ray import tune
 
@@ -115,10 +156,11 @@ def _execute(setup: SweepSetup, sweep_dir: Path, restore: bool) -> SweepOutcome:
     started = time.monotonic()
     tuner = _tuner(setup, sweep_dir, restore)
     try:
-        results = tuner.fit()
-        unfinished = len(results) - results.num_terminated - results.num_errors
+        with interruptible():
+            tuner.fit()
+        unfinished = INTERRUPTED.is_set()
     except KeyboardInterrupt:
-        unfinished = -1
+        unfinished = True
     except BaseException as exc:  # Tune itself failed: leave no run RUNNING, then re-raise
         tracking.close_unfinished_children(
             setup.uri, setup.experiment_id, setup.parent_run_id, "FAILED"

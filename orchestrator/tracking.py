@@ -95,13 +95,17 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
 
 
 def git_sha(cwd: Path | None = None) -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    """Commit of the experiment's repository (the working directory), else of dynsweep's."""
+    for folder in (cwd or Path.cwd(), Path(__file__).resolve().parent):
+        try:
+            out = subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5
+            )
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    return "unknown"
 
 
 def environment_tags() -> dict[str, str]:
@@ -198,7 +202,7 @@ def log_summary(uri: str, run_id: str, metrics: dict[str, float], table: dict[st
     items = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
     for chunk in _chunks(items, MAX_METRICS):
         _retry(lambda c=chunk: client.log_batch(run_id, metrics=c))
-    client.log_table(run_id, table, "trials.json")
+    client.log_dict(run_id, table, "trials.json")  # replaces the table of an earlier attempt
 
 
 def log_analysis(

@@ -7,6 +7,7 @@ A retried trial (after a crash) or a resumed sweep continues from it in the same
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +84,7 @@ class TrialContext:
         if checkpoint is None:
             tune.report(result)
             return
-        with tempfile.TemporaryDirectory(prefix="ckpt-", dir=self.workdir) as tmp:
+        with tempfile.TemporaryDirectory(prefix="dynsweep-ckpt-") as tmp:
             torch.save({**self.header, "loop": checkpoint}, Path(tmp) / STATE_FILE)
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
 
@@ -110,8 +111,9 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
     seed = int(params["seed"])
     context = tune.get_context()
     trial_id = context.get_trial_id()
-    workdir = Path(context.get_trial_dir())
-    workdir.mkdir(parents=True, exist_ok=True)
+    # Scratch space for trajectory chunks and the final model before they go to MLflow; not
+    # the Tune trial folder, which Tune copies to its storage (that would store them twice).
+    workdir = Path(tempfile.mkdtemp(prefix=f"dynsweep-{trial_id}-"))
 
     run = TrialRun.open(
         setup.uri,
@@ -161,6 +163,8 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
     except BaseException as exc:
         run.finish("FAILED", f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def make_trainable(setup: SweepSetup):
