@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -65,6 +66,8 @@ def init_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    if address and address not in ("auto", "local") and "://" not in address:
+        _check_tcp(address)
     # A local instance gets no dashboard (nothing listens beyond what Ray needs); an existing
     # cluster keeps its own settings.
     extra = {} if address else {"include_dashboard": False}
@@ -110,6 +113,19 @@ def interruptible():
             os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
         else:
             os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = old_env
+
+
+def _check_tcp(address: str, timeout: float = 3.0) -> None:
+    """Fail fast on a wrong ``host:port`` (Ray itself retries for minutes)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(
+            f"--address: expected host:port, 'auto' or ray://host:port, got {address!r}"
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"--address: cannot reach a Ray cluster at {address} ({exc})") from None
 
 
 def _tuner(setup: SweepSetup, sweep_dir: Path, restore: bool):

@@ -121,21 +121,33 @@ def test_cli_reports_user_errors_without_traceback(tmp_path, capsys):
     assert "expected path.to.key=value" in capsys.readouterr().err
 
 
-def test_dry_run_prints_plan_and_starts_nothing(capsys):
+@pytest.fixture
+def no_ray(monkeypatch):
+    """Fail if anything starts or joins Ray."""
     import ray
 
+    def forbidden(*args, **kwargs):
+        raise AssertionError("ray.init was called")
+
+    monkeypatch.setattr(ray, "init", forbidden)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+
+
+def test_dry_run_prints_plan_and_starts_nothing(capsys, no_ray):
     assert cli.main(["sweep", str(QUICKSTART), "--dry-run", "--set", "num_samples=3"]) == 0
     out = capsys.readouterr().out
     assert "trials: 12 (grid search, fifo scheduler)" in out
     assert "config.optimizer.lr: grid [0.02, 0.1]" in out
     assert "resources per trial: 1 CPU, 0 GPU; concurrent trials: 2" in out
-    assert not ray.is_initialized()
 
 
-def test_unreachable_tracking_server_is_reported_before_ray(capsys):
-    import ray
-
+def test_unreachable_tracking_server_is_reported_before_ray(capsys, no_ray):
     code = cli.main(["sweep", str(QUICKSTART), "--tracking-uri", "http://127.0.0.1:9"])
     assert code == 2
     assert "cannot reach the MLflow server at http://127.0.0.1:9" in capsys.readouterr().err
-    assert not ray.is_initialized()
+
+
+def test_unreachable_ray_address_is_reported_plainly(workdir, capsys, no_ray):
+    code = cli.main(["sweep", str(QUICKSTART), "--address", "127.0.0.1:9"])
+    assert code == 2
+    assert "cannot reach a Ray cluster at 127.0.0.1:9" in capsys.readouterr().err
