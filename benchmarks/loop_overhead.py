@@ -24,8 +24,9 @@ from trainers.classifier.trainer import ClassifierConfig, ClassifierTrainer
 from trainers.local import LocalContext
 from trainers.loop import LoopConfig, RecordSpec, StopRule, fit
 
-CONFIG = ClassifierConfig(model={"widths": [256, 256]}, batch_size=128,
-                          optimizer={"name": "sgd", "lr": 0.01})
+CONFIG = ClassifierConfig(
+    model={"widths": [256, 256]}, batch_size=128, optimizer={"name": "sgd", "lr": 0.01}
+)
 
 
 class SyntheticTrainer(ClassifierTrainer):
@@ -65,8 +66,12 @@ def plain(steps: int) -> float:
 
 
 def through_fit(steps: int, record: bool) -> float:
-    loop = LoopConfig(eval_every=10**9, report_every=50, checkpoint_every=10**9,
-                      record=(RecordSpec(probe="weights"),) if record else ())
+    loop = LoopConfig(
+        eval_every=10**9,
+        report_every=50,
+        checkpoint_every=10**9,
+        record=(RecordSpec(probe="weights"),) if record else (),
+    )
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         fit(SyntheticTrainer(CONFIG), LocalContext(Path(tmp)), loop, StopRule(iterations=steps))
@@ -78,8 +83,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    )
     best = {"plain": 0.0, "fit": 0.0, "fit+record": 0.0}
     for _ in range(args.repeats):  # interleaved, best of N: the same machine state for each
         best["plain"] = max(best["plain"], plain(args.steps))
@@ -87,8 +94,10 @@ def main() -> None:
         best["fit+record"] = max(best["fit+record"], through_fit(args.steps, record=True))
     for name, rate in best.items():
         print(f"{name:>12}: {rate:8.1f} steps/s")
-    print(f"ratio fit/plain = {best['fit'] / best['plain']:.3f}, "
-          f"fit+record/plain = {best['fit+record'] / best['plain']:.3f}")
+    print(
+        f"ratio fit/plain = {best['fit'] / best['plain']:.3f}, "
+        f"fit+record/plain = {best['fit+record'] / best['plain']:.3f}"
+    )
 
 
 if __name__ == "__main__":
