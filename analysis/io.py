@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 from mlflow.entities import Run
@@ -88,8 +89,29 @@ def load_trajectory(
     are read. Artifacts on a remote store are downloaded once to a local cache first.
     """
     client = MlflowClient(uri or default_uri())
+    return read_trajectory(local_artifact(client, run_id, f"trajectories/{name}"), steps=steps)
+
+
+def local_artifact(client: MlflowClient, run_id: str, path: str) -> Path:
+    """A local path of a run's artifact: read in place from a file store, else downloaded
+    once into ``$DYNSWEEP_CACHE`` (default ``~/.cache/dynsweep``)."""
     try:
-        local = client.download_artifacts(run_id, f"trajectories/{name}")
+        root = client.get_run(run_id).info.artifact_uri
     except Exception as exc:
-        raise DataError(f"run {run_id} has no trajectory {name!r} ({exc})") from exc
-    return read_trajectory(Path(local), steps=steps)
+        raise DataError(f"run {run_id}: not found in {client.tracking_uri} ({exc})") from exc
+    parsed = urlparse(root)
+    if parsed.scheme in ("", "file"):
+        local = Path(unquote(parsed.path)) / path
+        if not local.exists():
+            raise DataError(f"run {run_id} has no artifact {path!r} (looked in {local})")
+        return local
+    cache = Path(os.environ.get("DYNSWEEP_CACHE", Path.home() / ".cache" / "dynsweep"))
+    dest = cache / "artifacts" / run_id
+    if not (dest / path).exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        try:
+            client.download_artifacts(run_id, path, str(dest))
+        except Exception as exc:
+            raise DataError(f"run {run_id} has no artifact {path!r} ({exc})") from exc
+    return dest / path

@@ -24,6 +24,7 @@ from dynsweep.errors import ConfigError, UserError
 from orchestrator import registry, space, tracking
 from orchestrator.spec import ExperimentSpec, dump_yaml
 from orchestrator.trial import SweepSetup, make_trainable
+from trainers import get_trainer_class
 
 MANIFEST = "dynsweep_sweep.json"
 
@@ -217,6 +218,7 @@ def run(
         tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or spec.tracking.uri
     )
     tracking.check_reachable(uri)
+    prepare_data(spec)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     sweep_dir = (Path(spec.storage) / f"{spec.name}-{stamp}").resolve()
     experiment_id = tracking.ensure_experiment(uri, spec.experiment_name())
@@ -239,6 +241,15 @@ def run(
     )
     _write_manifest(sweep_dir, setup)
     return _execute(setup, sweep_dir, restore=False)
+
+
+def prepare_data(spec: ExperimentSpec) -> None:
+    """Let the trainer fetch its data once, here, before Ray starts (see Trainer.prepare)."""
+    cls = get_trainer_class(spec.trainer)
+    configs = [
+        cls.Config.model_validate(c) for _, c in space.variants(spec.parsed_space()["config"])
+    ]
+    cls.prepare(configs, Path(spec.data_dir).resolve())
 
 
 def find_sweep_dir(name_or_path: str, storage: str = "dynsweep_runs") -> Path:

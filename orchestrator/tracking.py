@@ -225,8 +225,11 @@ def log_analysis(
 class TrialRun:
     """The MLflow child run of one Tune trial, opened once per attempt of that trial."""
 
-    def __init__(self, uri: str, run_id: str, logged_step: int) -> None:
+    def __init__(
+        self, uri: str, run_id: str, logged_step: int, params: dict[str, str] | None = None
+    ) -> None:
         self.uri, self.run_id = uri, run_id
+        self.params = params or {}  # as logged when the run was created
         self.client = MlflowClient(uri)
         self.logged_step = logged_step  # steps <= this were logged by an earlier attempt
         self._buffer: list[Metric] = []
@@ -257,7 +260,8 @@ class TrialRun:
                 reopen_run(uri, run.info.run_id)
             attempts = int(run.data.tags.get("dynsweep.attempts", "1")) + 1
             set_tags(client, run.info.run_id, {"dynsweep.attempts": str(attempts)})
-            return cls(uri, run.info.run_id, int(run.data.tags.get(STEP_TAG, "-1")))
+            logged = int(run.data.tags.get(STEP_TAG, "-1"))
+            return cls(uri, run.info.run_id, logged, dict(run.data.params))
         all_tags = {
             "mlflow.parentRunId": parent_id,
             TRIAL_TAG: trial_id,
@@ -266,7 +270,7 @@ class TrialRun:
         }
         run = _retry(lambda: client.create_run(experiment_id, run_name=run_name, tags=all_tags))
         log_params(client, run.info.run_id, params)
-        return cls(uri, run.info.run_id, -1)
+        return cls(uri, run.info.run_id, -1, params)
 
     @property
     def fatal_error(self) -> str | None:

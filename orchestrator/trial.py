@@ -7,6 +7,7 @@ A retried trial (after a crash) or a resumed sweep continues from it in the same
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -115,13 +116,14 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
     # the Tune trial folder, which Tune copies to its storage (that would store them twice).
     workdir = Path(tempfile.mkdtemp(prefix=f"dynsweep-{trial_id}-"))
 
+    flat = {**flatten(resolved, "config"), "seed": str(seed), "trainer": spec.trainer}
     run = TrialRun.open(
         setup.uri,
         setup.experiment_id,
         setup.parent_run_id,
         trial_id,
         run_name=run_name(spec, params, trial_id),
-        params={**flatten(resolved, "config"), "seed": str(seed), "trainer": spec.trainer},
+        params=flat,
         tags={**setup.tags, "dynsweep.seed": str(seed)},
     )
     fatal = run.fatal_error
@@ -135,6 +137,11 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
         with checkpoint.as_directory() as folder:
             state = load_state(Path(folder) / STATE_FILE)
         resume = state["loop"]
+        # MLflow params are immutable: a config changed since the run began (a PBT
+        # perturbation) is recorded as a tag at the step where it took effect.
+        changed = {k: v for k, v in flat.items() if run.params.get(k, v) != v}
+        if changed:
+            run.set_tags({f"dynsweep.config_at_step_{resume['step']}": json.dumps(changed)})
         attempt = int(run.client.get_run(run.run_id).data.tags.get("dynsweep.attempts", "1")) - 1
     if resume is None:
         run.log_dict({"trainer": spec.trainer, "config": resolved, "seed": seed}, "config.json")
@@ -152,7 +159,7 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
     ctx = TrialContext(run, seed, workdir, Path(setup.data_dir), header, device)
     try:
         fit(trainer_cls(config), ctx, spec.loop, spec.stop, resume=resume, attempt=attempt)
-    except TrialFailure as exc:
+    except (TrialFailure, DataError) as exc:  # retrying cannot help
         run.finish("FAILED", str(exc), fatal=True)
         raise
     except SystemExit:

@@ -64,3 +64,26 @@ def test_asha_stops_poor_trials_early_and_closes_their_runs(workdir):
     stopped = [c for c in children if last_steps[c.info.run_id] < 40]
     assert stopped, "ASHA stopped no trial early"
     assert all(c.data.tags["dynsweep.stop_reason"] == "scheduler" for c in stopped)
+
+
+def test_pbt_exploits_and_records_perturbed_configs(workdir):
+    cfg = write_config(
+        workdir,
+        search={"algorithm": "random", "seed": 0},
+        num_samples=4,
+        scheduler={"name": "pbt", "perturbation_interval": 20},
+        config={"optimizer": {"lr": {"loguniform": [0.001, 0.3]}}},
+        loop={"eval_every": 10, "report_every": 10, "checkpoint_every": 20},
+        stop={"iterations": 40},
+    )
+    assert run_cli("sweep", str(cfg)) == 0
+    client = store(workdir)
+    _, children = sweep_runs(client)
+    assert len(children) == 4 and {c.info.status for c in children} == {"FINISHED"}
+    for c in children:
+        steps = history(client, c.info.run_id, "train/loss")
+        assert sorted(steps) == list(range(1, 41))
+    perturbed = [
+        c for c in children if any(k.startswith("dynsweep.config_at_step_") for k in c.data.tags)
+    ]
+    assert perturbed, "PBT exploited no trial"

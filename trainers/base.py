@@ -71,6 +71,15 @@ class Trainer(ABC):
     def __init__(self, config: TrainerConfig) -> None:
         self.config = config
 
+    @classmethod
+    def prepare(cls, configs: list[TrainerConfig], data_dir: Path) -> None:
+        """Fetch what trials will need (datasets) once, in the driver, before Ray starts.
+
+        ``configs`` covers every value of the search space. Raise a ``DataError`` naming the
+        file or dataset when something is missing, so the sweep fails before any trial runs.
+        """
+        return None
+
     @abstractmethod
     def setup(self, ctx: Context) -> None:
         """Build data, model and optimiser; seeded from ``ctx.seed``, placed on ``ctx.device``."""

@@ -101,3 +101,22 @@ def test_non_finite_loss_fails_with_the_step_and_metric(tmp_path):
     ):
         fit(ClassifierTrainer(diverging), ctx, LoopConfig(), StopRule(iterations=200))
     assert all(math.isfinite(v) for _, m in ctx.metrics for v in m.values())
+
+
+def test_loaded_state_keeps_this_trainers_hyperparameters(tmp_path):
+    donor = ClassifierTrainer(ClassifierConfig(model={"widths": [16]}, optimizer={"lr": 0.3}))
+    donor.setup(LocalContext(tmp_path))
+    donor.step()
+    mine = ClassifierTrainer(ClassifierConfig(model={"widths": [16]}, optimizer={"lr": 0.01}))
+    mine.setup(LocalContext(tmp_path))
+    mine.load_state_dict(donor.state_dict())  # a PBT exploit: weights from the donor
+    assert mine.optimizer.param_groups[0]["lr"] == 0.01
+    np.testing.assert_array_equal(weights(mine), weights(donor))
+
+
+def test_cnn_classifier_trains(tmp_path):
+    cfg = ClassifierConfig(model={"kind": "cnn", "channels": [4, 8]}, optimizer={"lr": 0.1})
+    ctx = LocalContext(tmp_path)
+    result = fit(ClassifierTrainer(cfg), ctx, LoopConfig(eval_every=20), StopRule(iterations=60))
+    first = ctx.metrics[0][1]["val/loss"]
+    assert result.metrics["val/loss"] < first

@@ -8,6 +8,7 @@ output on a fixed probe batch of validation images).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -40,6 +41,11 @@ class ClassifierTrainer(Trainer):
     probes = ("weights", "grads", "activations")
 
     config: ClassifierConfig
+
+    @classmethod
+    def prepare(cls, configs: list[ClassifierConfig], data_dir: Path) -> None:
+        for name in sorted({c.dataset for c in configs}):
+            load_dataset(name, data_dir, 0.2, 0)  # downloads once; offline: a clear DataError
 
     def setup(self, ctx: Context) -> None:
         cfg = self.config
@@ -138,6 +144,13 @@ class ClassifierTrainer(Trainer):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        # Hyperparameters come from this trainer's config, not the checkpoint: a PBT exploit
+        # loads another trial's state and must keep its own (perturbed) values.
+        opt = self.config.optimizer
+        for group in self.optimizer.param_groups:
+            group["lr"], group["weight_decay"] = opt.lr, opt.weight_decay
+            if "momentum" in group:
+                group["momentum"] = opt.momentum
         self.generator.set_state(state["generator"])
         self.order = state["order"]
         self.position = int(state["position"])
