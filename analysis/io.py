@@ -11,7 +11,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from dynsweep.errors import DataError, UserError
-from trainers.recording import Trajectory, read_trajectory
+from trainers.trajectory import Trajectory, read_trajectory
 
 
 def default_uri() -> str:
@@ -81,15 +81,18 @@ def metric_history(run_id: str, key: str, uri: str | None = None) -> tuple[np.nd
 
 
 def load_trajectory(
-    run_id: str, name: str, steps: slice | None = None, uri: str | None = None
+    run_id: str, name: str, steps: slice | None = None, columns=None, uri: str | None = None
 ) -> Trajectory:
     """A recorded trajectory of a run: ``values[i]`` recorded at ``steps[i]``.
 
-    Chunks are memory-mapped; only the rows selected by ``steps`` (a slice over step numbers)
-    are read. Artifacts on a remote store are downloaded once to a local cache first.
+    Only the chunks holding the rows selected by ``steps`` (a slice over step numbers) are
+    read (uncompressed ones are memory-mapped); ``columns`` picks labelled blocks (e.g.
+    ``["layers.1.0.weight"]``) or a slice of flat columns. Artifacts on a remote store are
+    downloaded once to a local cache first.
     """
     client = MlflowClient(uri or default_uri())
-    return read_trajectory(local_artifact(client, run_id, f"trajectories/{name}"), steps=steps)
+    folder = local_artifact(client, run_id, f"trajectories/{name}")
+    return read_trajectory(folder, steps=steps, columns=columns)
 
 
 def local_artifact(client: MlflowClient, run_id: str, path: str) -> Path:

@@ -77,14 +77,18 @@ class TrialContext:
         self.run.log_metrics(step, metrics)
         self.latest.update(metrics)
 
+    @property
+    def trajectory_dir(self) -> Path:
+        # On a local artifact store chunks are written straight into the run's artifacts.
+        return self.run.local_artifact_dir("trajectories") or self.workdir / "trajectories"
+
     def report(self, step: int, metrics: dict[str, float], checkpoint: dict | None) -> None:
-        # Flush first: if the scheduler stops this trial, it never returns from tune.report.
-        self.run.flush()
         # The latest value of every metric (eval metrics come less often than train ones).
         result = {**self.latest, **metrics, "step": step, "mlflow_run_id": self.run.run_id}
         if checkpoint is None:
             tune.report(result)
             return
+        self.run.flush()  # a checkpoint is a durability point: its metrics are stored first
         with tempfile.TemporaryDirectory(prefix="dynsweep-ckpt-") as tmp:
             torch.save({**self.header, "loop": checkpoint}, Path(tmp) / STATE_FILE)
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
@@ -100,7 +104,8 @@ class TrialContext:
         self.report(result.step, result.metrics, checkpoint)
 
     def on_trajectory_file(self, name: str, path: Path) -> None:
-        self.run.log_artifact(path, f"trajectories/{name}")
+        if self.run.local_artifact_dir("trajectories") is None:  # remote store: upload
+            self.run.log_artifact(path, f"trajectories/{name}")
 
 
 def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:

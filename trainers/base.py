@@ -39,8 +39,9 @@ class Context(Protocol):
 
     seed: int
     device: torch.device
-    workdir: Path  # this trial's private folder (trajectory chunks are written below it)
+    workdir: Path  # this trial's private scratch folder
     data_dir: Path  # where datasets are cached / downloaded
+    trajectory_dir: Path  # where the recorder writes (one sub-folder per trajectory)
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         """Record metric values at ``step`` (batched to the tracking store)."""
@@ -105,8 +106,10 @@ class Trainer(ABC):
         """Steps in one pass over the training data, if the notion applies."""
         return None
 
-    def probe(self, name: str) -> torch.Tensor:
-        """Return the tensor named ``name`` (one of :attr:`probes`) at the current step."""
+    def probe(self, name: str) -> torch.Tensor | list[torch.Tensor]:
+        """The tensor named ``name`` (one of :attr:`probes`) at the current step, or a list of
+        tensors recorded as their flat concatenation (labelled by :meth:`probe_columns`).
+        Return views, not copies: the recorder copies once, straight into its buffer."""
         raise KeyError(name)
 
     def probe_columns(self, name: str) -> dict[str, list[int]]:

@@ -25,6 +25,10 @@ class LocalContext:
     export: dict | None = None
     files: list[tuple[str, Path]] = field(default_factory=list)
 
+    @property
+    def trajectory_dir(self) -> Path:
+        return self.workdir / "trajectories"
+
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         self.metrics.append((step, dict(metrics)))
 

@@ -18,23 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dynsweep.errors import TrialFailure
 from trainers.base import Context, FitResult, Trainer
-from trainers.recording import Recorder
-
-Every = int | Literal["epoch"]
-
-
-class RecordSpec(BaseModel):
-    """Record the trainer's probe ``probe`` every ``every`` steps (or once per epoch)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    probe: str
-    every: Every = 1
-
-    @model_validator(mode="after")
-    def _positive(self) -> RecordSpec:
-        if isinstance(self.every, int) and self.every < 1:
-            raise ValueError("every must be a positive integer or 'epoch'")
-        return self
+from trainers.recording import Every, Recorder, RecordSpec
 
 
 class StopRule(BaseModel):
@@ -63,6 +47,15 @@ class LoopConfig(BaseModel):
     checkpoint_every: int = Field(100, ge=1)
     record: tuple[RecordSpec, ...] = ()
     chunk_steps: int = Field(64, ge=1)
+    compression: Literal["none", "lz4", "zstd"] = "none"
+    record_budget_gb: float = Field(20.0, gt=0)  # refuse sweeps that would record more
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> LoopConfig:
+        names = [r.trajectory for r in self.record]
+        if len(names) != len(set(names)):
+            raise ValueError("two record entries write the same trajectory; give one a name")
+        return self
 
 
 def _due(step: int, every: Every, steps_per_epoch: int | None) -> bool:
@@ -96,58 +89,70 @@ def fit(
     if resume is not None:
         trainer.load_state_dict(resume["trainer"])
         start, elapsed_before = int(resume["step"]), float(resume["elapsed_s"])
-    spe = trainer.steps_per_epoch
     recorder = Recorder(
-        ctx.workdir / "trajectories",
+        ctx.trajectory_dir,
         attempt=attempt,
         resumed_from=start if resume is not None else None,
         chunk_steps=loop.chunk_steps,
+        compression=loop.compression,
         on_file=ctx.on_trajectory_file,
     )
+    spe = trainer.steps_per_epoch
+    columns: dict[str, dict] = {}
+    t0 = time.monotonic()
 
     def record(step: int) -> None:
         for spec in loop.record:
             if step == 0 or _due(step, spec.every, spe):
-                tensor = trainer.probe(spec.probe)
-                recorder.record(spec.probe, step, tensor, trainer.probe_columns(spec.probe))
+                if spec.probe not in columns:
+                    columns[spec.probe] = trainer.probe_columns(spec.probe)
+                recorder.record(
+                    spec.trajectory, step, trainer.probe(spec.probe), columns[spec.probe], spec
+                )
 
     def checkpoint(step: int) -> dict[str, Any]:
-        recorder.flush()
+        recorder.flush()  # every row up to this step is on disk before the checkpoint exists
         elapsed = elapsed_before + time.monotonic() - t0
         return {"trainer": trainer.state_dict(), "step": step, "elapsed_s": elapsed}
 
-    t0 = time.monotonic()
-    # Evaluate the starting state, so every report carries the eval metrics (schedulers
-    # compare trials on them) and step 0 of a fresh run has its baseline.
-    metrics = trainer.evaluate()
-    _check_finite(start, metrics)
-    ctx.log_metrics(start, metrics)
-    if start == 0:
-        record(0)
-    step, reason = start, "iterations"
-    while step < stop.iterations:
-        step += 1
-        metrics = dict(trainer.step())
-        _check_finite(step, metrics)
-        record(step)
-        if _due(step, loop.eval_every, spe) or step == stop.iterations:
-            evaluation = trainer.evaluate()
-            _check_finite(step, evaluation)
-            metrics.update(evaluation)
-        ctx.log_metrics(step, metrics)
-        elapsed = elapsed_before + time.monotonic() - t0
-        if stop.time_s is not None and elapsed >= stop.time_s:
-            reason = "time"
-        elif stop.metric is not None and stop.metric in metrics:
-            value = metrics[stop.metric]
-            hit = value >= stop.threshold if stop.mode == "max" else value <= stop.threshold
-            reason = "metric" if hit else reason
-        if reason != "iterations" or step == stop.iterations:
-            break
-        if step % loop.checkpoint_every == 0:
-            ctx.report(step, metrics, checkpoint(step))
-        elif step % loop.report_every == 0:
-            ctx.report(step, metrics, None)
-    result = FitResult(step=step, metrics=metrics, stop_reason=reason)
-    ctx.finish(result, checkpoint(step), trainer.export())
-    return result
+    try:
+        # Evaluate the starting state, so every report carries the eval metrics (schedulers
+        # compare trials on them) and step 0 of a fresh run has its baseline.
+        metrics = trainer.evaluate()
+        _check_finite(start, metrics)
+        ctx.log_metrics(start, metrics)
+        if resume is None:
+            record(0)
+        step, reason = start, "iterations"
+        while step < stop.iterations:
+            step += 1
+            metrics = dict(trainer.step())
+            _check_finite(step, metrics)
+            record(step)
+            if _due(step, loop.eval_every, spe) or step == stop.iterations:
+                evaluation = trainer.evaluate()
+                _check_finite(step, evaluation)
+                metrics.update(evaluation)
+            ctx.log_metrics(step, metrics)
+            reason = _stop_reason(stop, metrics, elapsed_before + time.monotonic() - t0)
+            if reason != "iterations" or step == stop.iterations:
+                break
+            if step % loop.checkpoint_every == 0:
+                ctx.report(step, metrics, checkpoint(step))
+            elif step % loop.report_every == 0:
+                ctx.report(step, metrics, None)
+        result = FitResult(step=step, metrics=metrics, stop_reason=reason)
+        ctx.finish(result, checkpoint(step), trainer.export())
+        return result
+    finally:
+        recorder.close()
+
+
+def _stop_reason(stop: StopRule, metrics: dict[str, float], elapsed: float) -> str:
+    if stop.time_s is not None and elapsed >= stop.time_s:
+        return "time"
+    if stop.metric is not None and stop.metric in metrics:
+        value = metrics[stop.metric]
+        if value >= stop.threshold if stop.mode == "max" else value <= stop.threshold:
+            return "metric"
+    return "iterations"

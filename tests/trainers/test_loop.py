@@ -9,8 +9,9 @@ import torch
 from dynsweep.errors import TrialFailure
 from trainers.classifier.trainer import ClassifierConfig, ClassifierTrainer
 from trainers.local import LocalContext
-from trainers.loop import LoopConfig, RecordSpec, StopRule, fit
-from trainers.recording import read_trajectory
+from trainers.loop import LoopConfig, StopRule, fit
+from trainers.recording import RecordSpec
+from trainers.trajectory import read_trajectory
 
 SMALL = ClassifierConfig(model={"widths": [16]}, batch_size=32)
 

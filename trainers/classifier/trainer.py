@@ -90,7 +90,7 @@ class ClassifierTrainer(Trainer):
         x, y = self._next_batch()
         logits = self.model(x)
         loss = F.cross_entropy(logits, y)
-        self.optimizer.zero_grad(set_to_none=False)
+        self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
         acc = (logits.argmax(1) == y).float().mean()
@@ -104,23 +104,17 @@ class ClassifierTrainer(Trainer):
         acc = (logits.argmax(1) == self.val_y).float().mean()
         return {"val/loss": loss.item(), "val/acc": acc.item()}
 
-    def probe(self, name: str) -> torch.Tensor:
+    def probe(self, name: str) -> torch.Tensor | list[torch.Tensor]:
         params = list(self.model.parameters())
-        if name == "weights":
-            return torch.cat([p.detach().reshape(-1) for p in params])
+        if name == "weights":  # the recorder copies each into its row: one copy, no cat
+            return [p.detach() for p in params]
         if name == "grads":
-            return torch.cat(
-                [
-                    (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-                    for p in params
-                ]
-            )
+            return [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         if name == "activations":
             with torch.no_grad():
                 self.model.eval()
-                return torch.cat(
-                    [h.reshape(len(h), -1) for h in self.model.hidden(self.probe_x)], 1
-                )
+                hidden = self.model.hidden(self.probe_x)
+                return torch.cat([h.reshape(len(h), -1) for h in hidden], 1)
         raise KeyError(name)
 
     def probe_columns(self, name: str) -> dict[str, list[int]]:

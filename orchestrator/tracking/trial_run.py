@@ -1,0 +1,190 @@
+"""The MLflow run of one Tune trial, and the background path its metrics take.
+
+A retried or resumed trial finds its run again by the ``dynsweep.trial_id`` tag, so a trial
+never gets a second run. ``log_metrics`` only appends to a buffer; a sender thread ships the
+buffer with ``log_batch`` (at most 1,000 metrics a request) whenever it holds a batch or a
+second has passed, so the training loop never waits for the store. Each batch also moves the
+run's ``dynsweep.logged_step`` tag (atomically with the metrics), and a retried attempt skips
+steps at or below it: no step is ever logged twice. ``flush()`` waits until everything is
+stored (checkpoints, the end of the trial); a crash loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from mlflow.entities import Metric, RunTag
+from mlflow.tracking import MlflowClient
+
+from orchestrator.tracking.store import (
+    MAX_METRICS,
+    STEP_TAG,
+    TRIAL_TAG,
+    _retry,
+    end_run,
+    log_params,
+    reopen_run,
+    set_tags,
+)
+
+SEND_EVERY_S = 1.0
+MAX_PENDING = 200_000  # points buffered before log_metrics waits for the store
+
+
+class TrialRun:
+    """The MLflow child run of one Tune trial, opened once per attempt of that trial."""
+
+    def __init__(
+        self,
+        uri: str,
+        run_id: str,
+        logged_step: int,
+        params: dict[str, str] | None = None,
+        artifact_uri: str = "",
+    ) -> None:
+        self.uri, self.run_id = uri, run_id
+        self.params = params or {}  # as logged when the run was created
+        self.client = MlflowClient(uri)
+        self.logged_step = logged_step  # steps <= this were logged by an earlier attempt
+        self.artifact_uri = artifact_uri
+        self._pending: list[Metric] = []
+        self._cond = threading.Condition()
+        self._inflight = 0
+        self._error: BaseException | None = None
+        self._closed = False
+        self._sender = threading.Thread(
+            target=self._send_loop, name="dynsweep-metrics", daemon=True
+        )
+        self._sender.start()
+
+    @classmethod
+    def open(
+        cls,
+        uri: str,
+        experiment_id: str,
+        parent_id: str,
+        trial_id: str,
+        run_name: str,
+        params: dict[str, str],
+        tags: dict[str, str],
+    ) -> TrialRun:
+        """Find this trial's run (a retry or resume) or create it."""
+        client = MlflowClient(uri)
+        found = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and "
+            f"tags.`mlflow.parentRunId` = '{parent_id}'",
+            max_results=1,
+        )
+        if found:
+            run = found[0]
+            if run.info.status != "RUNNING":
+                reopen_run(uri, run.info.run_id)
+            attempts = int(run.data.tags.get("dynsweep.attempts", "1")) + 1
+            set_tags(client, run.info.run_id, {"dynsweep.attempts": str(attempts)})
+            logged = int(run.data.tags.get(STEP_TAG, "-1"))
+            return cls(uri, run.info.run_id, logged, dict(run.data.params), run.info.artifact_uri)
+        all_tags = {
+            "mlflow.parentRunId": parent_id,
+            TRIAL_TAG: trial_id,
+            "dynsweep.attempts": "1",
+            **tags,
+        }
+        run = _retry(lambda: client.create_run(experiment_id, run_name=run_name, tags=all_tags))
+        log_params(client, run.info.run_id, params)
+        return cls(uri, run.info.run_id, -1, params, run.info.artifact_uri)
+
+    @property
+    def fatal_error(self) -> str | None:
+        """The reason of an earlier non-retriable failure of this trial, if any."""
+        return self.client.get_run(self.run_id).data.tags.get("dynsweep.fatal")
+
+    # --- metrics -----------------------------------------------------------------------------
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        """Queue metric values of ``step``; returns at once (unless the store is far behind)."""
+        if step <= self.logged_step:
+            return
+        now = int(time.time() * 1000)
+        points = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        with self._cond:
+            while len(self._pending) > MAX_PENDING and self._error is None:
+                self._cond.wait(0.1)
+            self._pending.extend(points)
+            if len(self._pending) >= MAX_METRICS:
+                self._cond.notify_all()
+
+    def flush(self) -> None:
+        """Send every queued point now and wait until the store has them."""
+        with self._cond:
+            self._cond.notify_all()
+            while (self._pending or self._inflight) and self._error is None:
+                self._cond.wait(0.05)
+                self._cond.notify_all()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise RuntimeError(f"logging metrics to {self.uri} failed: {error}") from error
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._cond:
+                if not self._pending and not self._closed:
+                    self._cond.wait(SEND_EVERY_S)
+                if not self._pending:
+                    if self._closed:
+                        return
+                    continue
+                batch = self._pending[: MAX_METRICS - 1]
+                del self._pending[: len(batch)]
+                # The step watermark may only cover steps whose points are all sent.
+                last = batch[-1].step
+                complete = not self._pending or self._pending[0].step != last
+                self._inflight += 1
+            tags = [RunTag(STEP_TAG, str(last if complete else last - 1))]
+            try:
+                _retry(
+                    lambda b=batch, t=tags: self.client.log_batch(self.run_id, metrics=b, tags=t)
+                )
+            except BaseException as exc:
+                with self._cond:
+                    self._error = exc
+            finally:
+                with self._cond:
+                    self._inflight -= 1
+                    self._cond.notify_all()
+
+    # --- artifacts, tags, status ---------------------------------------------------------
+    def local_artifact_dir(self, path: str) -> Path | None:
+        """The folder of artifact ``path`` when artifacts are plain local files (written there
+        directly, no copy); ``None`` for remote stores (use :meth:`log_artifact`)."""
+        parsed = urlparse(self.artifact_uri)
+        if parsed.scheme not in ("", "file"):
+            return None
+        return Path(unquote(parsed.path)) / path
+
+    def log_artifact(self, path: Path, artifact_path: str) -> None:
+        _retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
+
+    def log_dict(self, obj: dict, name: str) -> None:
+        self.client.log_dict(self.run_id, obj, name)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        set_tags(self.client, self.run_id, tags)
+
+    def close(self) -> None:
+        """Flush and stop the sender thread."""
+        try:
+            self.flush()
+        finally:
+            with self._cond:
+                self._closed = True
+                self._cond.notify_all()
+            self._sender.join(timeout=30)
+
+    def finish(self, status: str, error: str | None = None, fatal: bool = False) -> None:
+        self.close()
+        if fatal and error:
+            self.set_tags({"dynsweep.fatal": error})
+        end_run(self.uri, self.run_id, status, error)
