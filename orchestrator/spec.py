@@ -242,6 +242,9 @@ def check_consistency(spec: ExperimentSpec) -> None:
         )
     if spec.num_trials() > 100_000:
         raise ConfigError(f"config: the space has {spec.num_trials()} trials; the limit is 100000")
+    from orchestrator import budget
+
+    budget.check(spec)
     if spec.resources.workers > 1:
         raise ConfigError(
             "resources.workers: distributed trials (workers > 1) are not available yet; use 1"

@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from dynsweep.errors import ConfigError, UserError
-from orchestrator import registry, space, tracking
+from orchestrator import budget, registry, space, tracking
 from orchestrator.spec import ExperimentSpec, dump_yaml
 from orchestrator.trial import SweepSetup, make_trainable
 from trainers import get_trainer_class
@@ -57,6 +57,8 @@ def plan(spec: ExperimentSpec) -> str:
             f"resources per trial: {res.cpus:g} CPU, {res.gpus:g} GPU; "
             f"concurrent trials: {concurrent}",
             f"steps per trial: {spec.stop.iterations}; tracking: {spec.tracking.uri}",
+            f"recordings: about {budget.estimate(spec)[1] / 1e9:.3g} GB "
+            f"(budget {spec.loop.record_budget_gb:g} GB)",
         ]
     )
 
@@ -156,6 +158,7 @@ def _tuner(setup: SweepSetup, sweep_dir: Path, restore: bool):
             num_samples=spec.num_samples,
             max_concurrent_trials=spec.max_concurrent_trials,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+            reuse_actors=True,  # no new process (imports, store connections) per trial
             trial_name_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(

@@ -81,6 +81,16 @@ class Trainer(ABC):
         """
         return None
 
+    @classmethod
+    def probe_sizes(cls, config: TrainerConfig) -> dict[str, dict[str, int]]:
+        """Values per step of each probe, by column label, without building data (used to
+        refuse recordings over budget before anything starts). Empty: unknown."""
+        return {}
+
+    @classmethod
+    def estimated_steps_per_epoch(cls, config: TrainerConfig) -> int | None:
+        return None
+
     @abstractmethod
     def setup(self, ctx: Context) -> None:
         """Build data, model and optimiser; seeded from ``ctx.seed``, placed on ``ctx.device``."""

@@ -19,6 +19,8 @@ from trainers.base import Context, Trainer, TrainerConfig
 from trainers.classifier.model import Classifier, ModelConfig
 from trainers.data import DATASETS, image_shape, load_dataset
 
+TRAIN_SIZES = {"digits": 1797, "mnist": 60_000, "fashion_mnist": 60_000}
+
 
 class OptimizerConfig(TrainerConfig):
     name: Literal["sgd", "adam"] = "sgd"
@@ -46,6 +48,26 @@ class ClassifierTrainer(Trainer):
     def prepare(cls, configs: list[ClassifierConfig], data_dir: Path) -> None:
         for name in sorted({c.dataset for c in configs}):
             load_dataset(name, data_dir, 0.2, 0)  # downloads once; offline: a clear DataError
+
+    @classmethod
+    def probe_sizes(cls, config: ClassifierConfig) -> dict[str, dict[str, int]]:
+        shape = image_shape(config.dataset)
+        with torch.device("meta"):
+            model = Classifier(config.model, shape, 10)
+            hidden = model.hidden(torch.empty(config.probe_batch_size, *shape))
+        params = {name: p.numel() for name, p in model.named_parameters()}
+        return {
+            "weights": params,
+            "grads": dict(params),
+            "activations": {"activations": sum(h.numel() for h in hidden)},
+        }
+
+    @classmethod
+    def estimated_steps_per_epoch(cls, config: ClassifierConfig) -> int:
+        n = TRAIN_SIZES[config.dataset]
+        if config.dataset == "digits":
+            n = round(n * (1 - config.val_fraction))
+        return -(-n // config.batch_size)
 
     def setup(self, ctx: Context) -> None:
         cfg = self.config

@@ -1,0 +1,148 @@
+"""P4: metric logging throughput, and what logging 20 metrics every step costs a training loop.
+
+    python -m benchmarks.logging [--points 20000]
+
+Points/s through dynsweep's tracking (``TrialRun.log_metrics`` + the background ``log_batch``
+sender, timed until every point is stored) against one ``MlflowClient.log_metric`` call per
+point, both to a local sqlite store and to a local MLflow server on 127.0.0.1; then the
+slow-down of the 784-256-256-10 MLP loop when it logs 20 metrics every step. Goal: ≥ 50,000
+points/s and ≤ 2 % slow-down. The ratio line is printed last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import torch.nn.functional as F
+from mlflow.tracking import MlflowClient
+
+from benchmarks.common import MLP, SyntheticTrainer, Timer, machine
+from orchestrator import tracking
+from trainers.local import LocalContext
+
+
+def new_run(uri: str, name: str) -> tracking.TrialRun:
+    exp = tracking.ensure_experiment(uri, name)
+    parent = tracking.start_sweep_run(uri, exp, name, {}, {})
+    return tracking.TrialRun.open(uri, exp, parent, name, name, {}, {})
+
+
+def through_dynsweep(uri: str, points: int, keys: int = 20) -> float:
+    run = new_run(uri, f"dynsweep-{time.time_ns()}")
+    with Timer() as t:
+        for step in range(points // keys):
+            run.log_metrics(step, {f"train/m{k}": float(step + k) for k in range(keys)})
+        run.close()
+    stored = len(run.client.get_metric_history(run.run_id, "train/m0"))
+    assert stored == points // keys, f"only {stored} of {points // keys} points stored"
+    return points / t.seconds
+
+
+def one_call_per_point(uri: str, points: int) -> float:
+    run = new_run(uri, f"per-point-{time.time_ns()}")
+    run.close()
+    client = MlflowClient(uri)
+    with Timer() as t:
+        for i in range(points):
+            client.log_metric(run.run_id, f"train/m{i % 20}", float(i), step=i // 20)
+    return points / t.seconds
+
+
+def training(steps: int, uri: str | None) -> float:
+    trainer = SyntheticTrainer(MLP)
+    trainer.setup(LocalContext(Path(tempfile.mkdtemp())))
+    model, opt = trainer.model, trainer.optimizer
+    run = new_run(uri, f"train-{time.time_ns()}") if uri else None
+    with Timer() as t:
+        for step in range(steps):
+            x, y = trainer._next_batch()
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            value = loss.item()
+            if run is not None:
+                run.log_metrics(step, {f"train/m{k}": value + k for k in range(20)})
+        if run is not None:
+            run.close()
+    return steps / t.seconds
+
+
+def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'server.db'}",
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(uri + "/health", timeout=2):
+                return proc, uri
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("the MLflow server did not start within 90 s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--points", type=int, default=20_000)
+    parser.add_argument("--steps", type=int, default=600)
+    args = parser.parse_args()
+    print(machine())
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        sqlite = f"sqlite:///{folder / 'mlflow.db'}"
+        rates = {
+            "dynsweep -> sqlite": through_dynsweep(sqlite, args.points),
+            "log_metric -> sqlite": one_call_per_point(sqlite, 1000),
+        }
+        server, http = start_server(folder)
+        try:
+            rates["dynsweep -> server"] = through_dynsweep(http, args.points)
+            rates["log_metric -> server"] = one_call_per_point(http, 200)
+        finally:
+            server.kill()
+        for name, rate in rates.items():
+            print(f"{name:>22}: {rate:10.0f} points/s")
+        plain = max(training(args.steps, None) for _ in range(3))
+        logged = max(training(args.steps, sqlite) for _ in range(3))
+    print(f"{'training, no logging':>22}: {plain:10.1f} steps/s")
+    print(f"{'training, 20 metrics':>22}: {logged:10.1f} steps/s (sqlite, every point stored)")
+    print(
+        f"ratios: dynsweep/log_metric sqlite = "
+        f"{rates['dynsweep -> sqlite'] / rates['log_metric -> sqlite']:.0f}x, server = "
+        f"{rates['dynsweep -> server'] / rates['log_metric -> server']:.0f}x; training slowed "
+        f"{100 * (1 - logged / plain):.1f} %  (goal: >= 50,000 points/s, <= 2 %)"
+    )
+
+
+if __name__ == "__main__":
+    main()
