@@ -158,7 +158,9 @@ def _tuner(setup: SweepSetup, sweep_dir: Path, restore: bool):
             num_samples=spec.num_samples,
             max_concurrent_trials=spec.max_concurrent_trials,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
-            reuse_actors=True,  # no new process (imports, store connections) per trial
+            # No new process (imports, store connections) per trial; PBT's pause/exploit
+            # cycle is left to fresh actors, with which its exploitation was verified.
+            reuse_actors=spec.scheduler.name != "pbt",
             trial_name_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
