@@ -49,3 +49,31 @@ class Timer:
 
     def __exit__(self, *exc) -> None:
         self.seconds = time.perf_counter() - self.start
+
+
+def plain_loop(steps: int, after_step=None, at_end=None) -> float:
+    """Steps/s of a plain PyTorch loop on the MLP; ``after_step(step, model, loss)`` adds work
+    (writing weights, logging), ``at_end()`` runs inside the timing."""
+    import tempfile
+    from pathlib import Path
+
+    import torch.nn.functional as F
+
+    from trainers.local import LocalContext
+
+    trainer = SyntheticTrainer(MLP)
+    trainer.setup(LocalContext(Path(tempfile.mkdtemp())))
+    model, opt = trainer.model, trainer.optimizer
+    with Timer() as t:
+        for step in range(steps):
+            x, y = trainer._next_batch()
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            value = loss.item()
+            if after_step is not None:
+                after_step(step, model, value)
+        if at_end is not None:
+            at_end()
+    return steps / t.seconds

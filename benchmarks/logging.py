@@ -20,12 +20,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-import torch.nn.functional as F
 from mlflow.tracking import MlflowClient
 
-from benchmarks.common import MLP, SyntheticTrainer, Timer, machine
+from benchmarks.common import Timer, machine, plain_loop
 from orchestrator import tracking
-from trainers.local import LocalContext
 
 
 def new_run(uri: str, name: str) -> tracking.TrialRun:
@@ -56,23 +54,14 @@ def one_call_per_point(uri: str, points: int) -> float:
 
 
 def training(steps: int, uri: str | None) -> float:
-    trainer = SyntheticTrainer(MLP)
-    trainer.setup(LocalContext(Path(tempfile.mkdtemp())))
-    model, opt = trainer.model, trainer.optimizer
-    run = new_run(uri, f"train-{time.time_ns()}") if uri else None
-    with Timer() as t:
-        for step in range(steps):
-            x, y = trainer._next_batch()
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            value = loss.item()
-            if run is not None:
-                run.log_metrics(step, {f"train/m{k}": value + k for k in range(20)})
-        if run is not None:
-            run.close()
-    return steps / t.seconds
+    if uri is None:
+        return plain_loop(steps)
+    run = new_run(uri, f"train-{time.time_ns()}")
+
+    def log(step, model, loss):
+        run.log_metrics(step, {f"train/m{k}": loss + k for k in range(20)})
+
+    return plain_loop(steps, log, run.close)
 
 
 def start_server(folder: Path) -> tuple[subprocess.Popen, str]:

@@ -19,9 +19,7 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch.nn.functional as F
-
-from benchmarks.common import MLP, SyntheticTrainer, Timer, machine
+from benchmarks.common import MLP, SyntheticTrainer, Timer, machine, plain_loop
 from trainers.local import LocalContext
 from trainers.loop import LoopConfig, StopRule, fit
 from trainers.recording import RecordSpec
@@ -36,29 +34,18 @@ PROJECTED = RecordSpec(probe="weights", project=4096)
 
 
 def plain(steps: int, h5_path: Path | None = None) -> float:
-    trainer = SyntheticTrainer(MLP)
-    trainer.setup(LocalContext(Path(tempfile.mkdtemp())))
-    model, opt = trainer.model, trainer.optimizer
-    h5 = None
-    if h5_path is not None:
-        import h5py
+    if h5_path is None:
+        return plain_loop(steps)
+    import h5py
 
-        h5 = h5py.File(h5_path, "w")
-    with Timer() as t:
-        for step in range(steps):
-            x, y = trainer._next_batch()
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            loss.item()
-            if h5 is not None:
-                group = h5.create_group(f"step{step}")
-                for name, p in model.named_parameters():
-                    group.create_dataset(name, data=p.detach().numpy())
-    if h5 is not None:
-        h5.close()
-    return steps / t.seconds
+    with h5py.File(h5_path, "w") as h5:
+
+        def write(step, model, loss):  # the seed study: every weight tensor, every step
+            group = h5.create_group(f"step{step}")
+            for name, p in model.named_parameters():
+                group.create_dataset(name, data=p.detach().numpy())
+
+        return plain_loop(steps, write)
 
 
 class TimedContext(LocalContext):
