@@ -24,7 +24,7 @@ class RunStatusCallback(tune.Callback):
         self, trial, status: str, error: str | None = None, tags: dict[str, str] | None = None
     ) -> None:
         run_id = self._run_id(trial)
-        if run_id is None:
+        if run_id is None or (trial.last_result or {}).get("mlflow_run_closed"):
             return
         client = MlflowClient(self.uri)
         if client.get_run(run_id).info.status != "RUNNING":

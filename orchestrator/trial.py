@@ -72,6 +72,7 @@ class TrialContext:
     header: dict[str, Any]
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     latest: dict[str, float] = field(default_factory=dict)
+    closed: bool = False  # the run was ended by this trial (the driver need not check)
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         self.run.log_metrics(step, metrics)
@@ -84,7 +85,13 @@ class TrialContext:
 
     def report(self, step: int, metrics: dict[str, float], checkpoint: dict | None) -> None:
         # The latest value of every metric (eval metrics come less often than train ones).
-        result = {**self.latest, **metrics, "step": step, "mlflow_run_id": self.run.run_id}
+        result = {
+            **self.latest,
+            **metrics,
+            "step": step,
+            "mlflow_run_id": self.run.run_id,
+            "mlflow_run_closed": self.closed,
+        }
         if checkpoint is None:
             tune.report(result)
             return
@@ -96,11 +103,11 @@ class TrialContext:
     def finish(self, result: FitResult, checkpoint: dict, export: dict) -> None:
         # Everything is kept and the run closed before the last report: a scheduler whose
         # horizon ends here (ASHA's max_t) stops the trial inside that report.
-        model_path = self.workdir / "model.pt"
+        model_path = self.run.artifact_path("model/model.pt", self.workdir)
         torch.save({**self.header, "step": result.step, "state": export}, model_path)
-        self.run.log_artifact(model_path, "model")
-        self.run.set_tags({"dynsweep.stop_reason": result.stop_reason})
-        self.run.finish("FINISHED")
+        self.run.keep(model_path, "model/model.pt")
+        self.run.finish("FINISHED", tags={"dynsweep.stop_reason": result.stop_reason})
+        self.closed = True
         self.report(result.step, result.metrics, checkpoint)
 
     def on_trajectory_file(self, name: str, path: Path) -> None:

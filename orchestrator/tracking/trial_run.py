@@ -11,6 +11,7 @@ stored (checkpoints, the end of the trial); a crash loses at most the batch in f
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -44,8 +45,10 @@ class TrialRun:
         logged_step: int,
         params: dict[str, str] | None = None,
         artifact_uri: str = "",
+        fatal_error: str | None = None,
     ) -> None:
         self.uri, self.run_id = uri, run_id
+        self.fatal_error = fatal_error  # reason of an earlier failure that retrying cannot fix
         self.params = params or {}  # as logged when the run was created
         self.client = MlflowClient(uri)
         self.logged_step = logged_step  # steps <= this were logged by an earlier attempt
@@ -86,7 +89,14 @@ class TrialRun:
             attempts = int(run.data.tags.get("dynsweep.attempts", "1")) + 1
             set_tags(client, run.info.run_id, {"dynsweep.attempts": str(attempts)})
             logged = int(run.data.tags.get(STEP_TAG, "-1"))
-            return cls(uri, run.info.run_id, logged, dict(run.data.params), run.info.artifact_uri)
+            return cls(
+                uri,
+                run.info.run_id,
+                logged,
+                dict(run.data.params),
+                run.info.artifact_uri,
+                run.data.tags.get("dynsweep.fatal"),
+            )
         all_tags = {
             "mlflow.parentRunId": parent_id,
             TRIAL_TAG: trial_id,
@@ -96,11 +106,6 @@ class TrialRun:
         run = _retry(lambda: client.create_run(experiment_id, run_name=run_name, tags=all_tags))
         log_params(client, run.info.run_id, params)
         return cls(uri, run.info.run_id, -1, params, run.info.artifact_uri)
-
-    @property
-    def fatal_error(self) -> str | None:
-        """The reason of an earlier non-retriable failure of this trial, if any."""
-        return self.client.get_run(self.run_id).data.tags.get("dynsweep.fatal")
 
     # --- metrics -----------------------------------------------------------------------------
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
@@ -168,7 +173,26 @@ class TrialRun:
         _retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
 
     def log_dict(self, obj: dict, name: str) -> None:
-        self.client.log_dict(self.run_id, obj, name)
+        local = self.local_artifact_dir("")
+        if local is None:
+            self.client.log_dict(self.run_id, obj, name)
+            return
+        local.mkdir(parents=True, exist_ok=True)  # a local store: write in place, no round trip
+        (local / name).write_text(json.dumps(obj, indent=2))
+
+    def artifact_path(self, path: str, scratch: Path) -> Path:
+        """Where to write artifact ``path``: in place on a local store, else in ``scratch``
+        (then :meth:`keep` uploads it)."""
+        local = self.local_artifact_dir(path)
+        target = local if local is not None else scratch / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def keep(self, written: Path, path: str) -> None:
+        """Make a file written at :meth:`artifact_path` an artifact (uploads if remote)."""
+        if self.local_artifact_dir(path) is None:
+            folder = str(Path(path).parent) if Path(path).parent != Path(".") else None
+            _retry(lambda: self.client.log_artifact(self.run_id, str(written), folder))
 
     def set_tags(self, tags: dict[str, str]) -> None:
         set_tags(self.client, self.run_id, tags)
@@ -183,8 +207,17 @@ class TrialRun:
                 self._cond.notify_all()
             self._sender.join(timeout=30)
 
-    def finish(self, status: str, error: str | None = None, fatal: bool = False) -> None:
+    def finish(
+        self,
+        status: str,
+        error: str | None = None,
+        fatal: bool = False,
+        tags: dict[str, str] | None = None,
+    ) -> None:
         self.close()
+        tags = dict(tags or {})
         if fatal and error:
-            self.set_tags({"dynsweep.fatal": error})
+            tags["dynsweep.fatal"] = error
+        if tags:
+            self.set_tags(tags)
         end_run(self.uri, self.run_id, status, error)
