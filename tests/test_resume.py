@@ -32,8 +32,8 @@ def test_resume_runs_only_what_was_unfinished(workdir, ray_session):
         workdir,
         config={"optimizer": {"lr": {"grid": [0.01, 0.02, 0.05, 0.1]}}},
         max_concurrent_trials=1,
-        stop={"iterations": 150},
-        loop={"checkpoint_every": 20, "record": [{"probe": "weights"}]},
+        stop={"iterations": 600},
+        loop={"checkpoint_every": 50, "record": [{"probe": "weights"}]},
     )
     address = ray_session.get_runtime_context().gcs_address
     proc = subprocess.Popen(
@@ -55,7 +55,7 @@ def test_resume_runs_only_what_was_unfinished(workdir, ray_session):
             return (
                 len(done) == 2
                 and running
-                and int(running[0].data.tags.get("dynsweep.logged_step", "-1")) >= 45
+                and int(running[0].data.tags.get("dynsweep.logged_step", "-1")) >= 100
             )
 
         wait_for(two_done_and_third_checkpointed, 120, "two finished trials")
@@ -82,12 +82,12 @@ def test_resume_runs_only_what_was_unfinished(workdir, ray_session):
     assert len(children) == 4 and {c.info.status for c in children} == {"FINISHED"}
     for c in children:
         steps = history(client, c.info.run_id, "train/loss")
-        assert sorted(steps) == list(range(1, 151)), c.info.run_name  # none lost, none twice
+        assert sorted(steps) == list(range(1, 601)), c.info.run_name  # none lost, none twice
         if c.info.run_id in finished_before:  # not re-run
             assert c.data.tags["dynsweep.attempts"] == "1"
             assert c.info.end_time == before[c.info.run_id].info.end_time
     resumed = next(c for c in children if c.info.run_id == killed[0].info.run_id)
     assert resumed.data.tags["dynsweep.attempts"] == "2"  # continued in the same run
     traj = load_trajectory(resumed.info.run_id, "weights", uri=client.tracking_uri)
-    np.testing.assert_array_equal(traj.steps, np.arange(151))
+    np.testing.assert_array_equal(traj.steps, np.arange(601))
     assert os.path.isdir(sweep_dir)
