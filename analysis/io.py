@@ -32,15 +32,19 @@ def _experiment_id(client: MlflowClient, experiment: str) -> str:
     return exp.experiment_id
 
 
-def find_sweeps(experiment: str, uri: str | None = None) -> list[Run]:
-    """The sweep (parent) runs of ``experiment``, newest first."""
-    client = MlflowClient(uri or default_uri())
+def _sweeps(client: MlflowClient, experiment_id: str) -> list[Run]:
     return client.search_runs(
-        [_experiment_id(client, experiment)],
+        [experiment_id],
         filter_string="tags.`dynsweep.role` = 'sweep'",
         order_by=["attributes.start_time DESC"],
         max_results=10_000,
     )
+
+
+def find_sweeps(experiment: str, uri: str | None = None) -> list[Run]:
+    """The sweep (parent) runs of ``experiment``, newest first."""
+    client = MlflowClient(uri or default_uri())
+    return _sweeps(client, _experiment_id(client, experiment))
 
 
 def find_runs(
@@ -52,7 +56,7 @@ def find_runs(
     """
     client = MlflowClient(uri or default_uri())
     exp_id = _experiment_id(client, experiment)
-    sweeps = find_sweeps(experiment, uri=client.tracking_uri)
+    sweeps = _sweeps(client, exp_id)
     if not sweeps:
         raise UserError(f"experiment {experiment!r} has no dynsweep sweeps")
     parent = sweeps[0]

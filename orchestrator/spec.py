@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dynsweep.errors import ConfigError
-from orchestrator import space
+from orchestrator import budget, space
 from orchestrator.registry import ANALYSIS_STEPS, SCHEDULERS, SEARCHERS
 from trainers import TRAINERS, get_trainer_class
 from trainers.loop import LoopConfig, StopRule
@@ -242,8 +242,6 @@ def check_consistency(spec: ExperimentSpec) -> None:
         )
     if spec.num_trials() > 100_000:
         raise ConfigError(f"config: the space has {spec.num_trials()} trials; the limit is 100000")
-    from orchestrator import budget
-
     budget.check(spec)
     if spec.resources.workers > 1:
         raise ConfigError(

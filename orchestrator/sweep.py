@@ -31,7 +31,6 @@ MANIFEST = "dynsweep_sweep.json"
 
 @dataclass
 class SweepOutcome:
-    name: str
     path: Path
     setup: SweepSetup
     status: str  # FINISHED | KILLED
@@ -189,25 +188,20 @@ def _execute(setup: SweepSetup, sweep_dir: Path, restore: bool) -> SweepOutcome:
         )
         tracking.end_run(setup.uri, setup.parent_run_id, "FAILED", f"{type(exc).__name__}: {exc}")
         raise
-    spec = ExperimentSpec.model_validate(setup.spec)
+    # Runs still open belong to trials that were interrupted (resume continues them) or whose
+    # process died without a word (failed).
+    tracking.close_unfinished_children(
+        setup.uri, setup.experiment_id, setup.parent_run_id, "KILLED" if unfinished else "FAILED"
+    )
     if unfinished:
-        tracking.close_unfinished_children(
-            setup.uri, setup.experiment_id, setup.parent_run_id, "KILLED"
-        )
         tracking.end_run(
             setup.uri,
             setup.parent_run_id,
             "KILLED",
             f"interrupted; continue with: dynsweep resume {sweep_dir}",
         )
-        status = "KILLED"
-    else:
-        tracking.close_unfinished_children(
-            setup.uri, setup.experiment_id, setup.parent_run_id, "FAILED"
-        )
-        status = "FINISHED"
-    outcome = SweepOutcome(spec.name, sweep_dir, setup, status, time.monotonic() - started)
-    return outcome
+    status = "KILLED" if unfinished else "FINISHED"
+    return SweepOutcome(sweep_dir, setup, status, time.monotonic() - started)
 
 
 def _write_manifest(sweep_dir: Path, setup: SweepSetup) -> None:

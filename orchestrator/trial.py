@@ -154,7 +154,7 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
         changed = {k: v for k, v in flat.items() if run.params.get(k, v) != v}
         if changed:
             run.set_tags({f"dynsweep.config_at_step_{resume['step']}": json.dumps(changed)})
-        attempt = int(run.client.get_run(run.run_id).data.tags.get("dynsweep.attempts", "1")) - 1
+        attempt = run.attempt
     if resume is None:
         run.log_dict({"trainer": spec.trainer, "config": resolved, "seed": seed}, "config.json")
 

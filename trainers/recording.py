@@ -131,7 +131,7 @@ class _Series:
         self.dtype = DTYPES[spec.dtype]
         row_bytes = width * torch.finfo(self.dtype).bits // 8
         self.rows = max(1, min(rows, CHUNK_BYTES // max(1, row_bytes)))
-        pin = self.device.type == "cuda"
+        pin = self.non_blocking = self.device.type == "cuda"  # pinned buffers, async copies
         self.free: queue.Queue[torch.Tensor] = queue.Queue()
         for _ in range(3):  # one being filled, one queued, one being written
             self.free.put(torch.empty(self.rows, width, dtype=self.dtype, pin_memory=pin))
@@ -157,14 +157,13 @@ class _Series:
 
     def fill(self, parts: Parts) -> None:
         row = self.buffer[len(self.steps)]
-        blocking = self.device.type != "cuda"
         if self.keep is not None:
             parts = [parts[i] for i in self.keep]
         if self.proj is None and self.index is None:
             start = 0
             for p in parts:
                 n = p.numel()
-                row[start : start + n].copy_(p.detach().reshape(-1), non_blocking=not blocking)
+                row[start : start + n].copy_(p.detach().reshape(-1), non_blocking=self.non_blocking)
                 start += n
             return
         flat = torch.cat([p.detach().reshape(-1) for p in parts])
@@ -172,7 +171,7 @@ class _Series:
             flat = flat.index_select(0, self.index)
         if self.proj is not None:
             flat = self.proj(flat)
-        row.copy_(flat, non_blocking=not blocking)
+        row.copy_(flat, non_blocking=self.non_blocking)
 
 
 def _relabel(columns: dict, chosen: list[str]) -> dict[str, list[int]]:

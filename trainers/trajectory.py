@@ -30,7 +30,6 @@ import numpy as np
 from dynsweep.errors import DataError
 
 CHUNK = re.compile(r"^c(\d{3})-(\d{9})-(\d{9})\.steps\.npy$")
-CODECS = ("none", "lz4", "zstd")
 
 
 def codec(name: str):
@@ -164,13 +163,15 @@ def read_trajectory(folder: Path, steps: slice | None = None, columns=None) -> T
     index, labels = _select_columns(meta, columns)
     width = int(np.prod(meta["shape"])) if index is None else len(index)
     out = np.empty((len(selected), width), dtype=np.dtype(meta["dtype"]))
-    loaded: dict[Path, np.ndarray] = {}
+    by_chunk: dict[Path, tuple[list[int], list[int]]] = {}  # chunk -> (rows in out, rows in it)
     for i, s in enumerate(selected):
         _, steps_path, row = best[s]
-        if steps_path not in loaded:
-            loaded[steps_path] = _load_values(steps_path, meta)
-        values = loaded[steps_path][row].reshape(-1)
-        out[i] = values if index is None else values[index]
+        positions, rows = by_chunk.setdefault(steps_path, ([], []))
+        positions.append(i)
+        rows.append(row)
+    for steps_path, (positions, rows) in by_chunk.items():  # one block copy per chunk
+        values = _load_values(steps_path, meta)[rows].reshape(len(rows), -1)
+        out[positions] = values if index is None else values[:, index]
     if index is None:
         out = out.reshape(len(selected), *meta["shape"])
     return Trajectory(folder.name, np.asarray(selected, dtype=np.int64), out, labels, meta)

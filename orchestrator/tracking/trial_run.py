@@ -46,8 +46,10 @@ class TrialRun:
         params: dict[str, str] | None = None,
         artifact_uri: str = "",
         fatal_error: str | None = None,
+        attempt: int = 0,
     ) -> None:
         self.uri, self.run_id = uri, run_id
+        self.attempt = attempt  # 0 for the run's first attempt, +1 for each retry or resume
         self.fatal_error = fatal_error  # reason of an earlier failure that retrying cannot fix
         self.params = params or {}  # as logged when the run was created
         self.client = MlflowClient(uri)
@@ -96,6 +98,7 @@ class TrialRun:
                 dict(run.data.params),
                 run.info.artifact_uri,
                 run.data.tags.get("dynsweep.fatal"),
+                attempts - 1,
             )
         all_tags = {
             "mlflow.parentRunId": parent_id,
