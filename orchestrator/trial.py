@@ -23,6 +23,7 @@ from orchestrator.spec import ExperimentSpec
 from orchestrator.tracking import TrialRun, flatten
 from trainers import get_trainer_class
 from trainers.base import FitResult
+from trainers.distributed import Parallel
 from trainers.loop import fit
 
 STATE_FILE = "state.pt"
@@ -73,6 +74,7 @@ class TrialContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     latest: dict[str, float] = field(default_factory=dict)
     closed: bool = False  # the run was ended by this trial (the driver need not check)
+    parallel: Parallel = field(default_factory=Parallel)
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         self.run.log_metrics(step, metrics)
@@ -109,6 +111,9 @@ class TrialContext:
         self.run.finish("FINISHED", tags={"dynsweep.stop_reason": result.stop_reason})
         self.closed = True
         self.report(result.step, result.metrics, checkpoint)
+
+    def log_file(self, path: Path, artifact_path: str) -> None:
+        self.run.log_artifact(path, artifact_path)
 
     def on_trajectory_file(self, name: str, path: Path) -> None:
         if self.run.local_artifact_dir("trajectories") is None:  # remote store: upload

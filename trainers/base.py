@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Protocol
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from trainers.distributed import Parallel
+
 
 class TrainerConfig(BaseModel):
     """Base of every trainer's typed config: unknown keys are errors, values are frozen."""
@@ -42,6 +44,7 @@ class Context(Protocol):
     workdir: Path  # this trial's private scratch folder
     data_dir: Path  # where datasets are cached / downloaded
     trajectory_dir: Path  # where the recorder writes (one sub-folder per trajectory)
+    parallel: Parallel  # world size, rank and strategy of a distributed trial
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         """Record metric values at ``step`` (batched to the tracking store)."""
@@ -57,6 +60,9 @@ class Context(Protocol):
 
     def on_trajectory_file(self, name: str, path: Path) -> None:
         """A trajectory chunk file was completed on local disk (log it as an artifact)."""
+
+    def log_file(self, path: Path, artifact_path: str) -> None:
+        """Keep the file ``path`` as an artifact of the run under folder ``artifact_path``."""
 
 
 class Trainer(ABC):
@@ -125,6 +131,10 @@ class Trainer(ABC):
     def probe_columns(self, name: str) -> dict[str, list[int]]:
         """Optional map from a label (e.g. a parameter name) to its [start, stop) columns."""
         return {}
+
+    def write_artifacts(self, folder: Path) -> list[Path]:
+        """Files (figures, sample grids) to keep with the run when training ends."""
+        return []
 
     def export(self) -> dict[str, Any]:
         """The weights that rebuild the model alone (with the resolved config); default: all."""

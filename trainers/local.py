@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from trainers.base import FitResult
+from trainers.distributed import Parallel
 
 
 @dataclass
@@ -24,6 +25,8 @@ class LocalContext:
     result: FitResult | None = None
     export: dict | None = None
     files: list[tuple[str, Path]] = field(default_factory=list)
+    kept: list[tuple[Path, str]] = field(default_factory=list)
+    parallel: Parallel = field(default_factory=Parallel)
 
     @property
     def trajectory_dir(self) -> Path:
@@ -43,3 +46,6 @@ class LocalContext:
 
     def on_trajectory_file(self, name: str, path: Path) -> None:
         self.files.append((name, path))
+
+    def log_file(self, path: Path, artifact_path: str) -> None:
+        self.kept.append((path, artifact_path))

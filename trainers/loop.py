@@ -142,6 +142,11 @@ def fit(
             elif step % loop.report_every == 0:
                 ctx.report(step, metrics, None)
         result = FitResult(step=step, metrics=metrics, stop_reason=reason)
+        if ctx.parallel.chief:
+            folder = ctx.workdir / "artifacts"
+            folder.mkdir(parents=True, exist_ok=True)
+            for path in trainer.write_artifacts(folder):
+                ctx.log_file(path, "figures")
         ctx.finish(result, checkpoint(step), trainer.export())
         return result
     finally:

@@ -41,4 +41,5 @@ def test_step_evaluate_probe_and_state_round_trip(trainer_cls, tmp_path):
     path = tmp_path / "state.pt"
     torch.save(state, path)
     b.load_state_dict(torch.load(path, weights_only=True))
-    assert a.step() == b.step()
+    # Same next step (up to float reductions, whose order multi-threaded kernels may change).
+    assert b.step() == pytest.approx(a.step(), rel=1e-4)

@@ -1,0 +1,210 @@
+"""The ``diffusion`` trainer: inverse heat dissipation and the linear forward-process family.
+
+Per step: draw k ∈ {1..K}, ũ = u_k + σ ε, predict u_{k−1} as ũ + f(ũ, k); loss = squared
+error summed over pixels, batch mean (``train/loss``), Adam with linear warmup, gradient-norm
+clipping and an EMA copy of the weights. Per evaluation: ``val/loss`` of the EMA model on a
+fixed validation batch with fixed levels and noise, and (``elbo_images > 0``) the negative ELBO
+in bits per dimension (``val/elbo_bpd``). At the end: one sample grid per sampling mode.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from trainers.base import Context, Trainer, TrainerConfig
+from trainers.data import DATASETS, image_shape, load_dataset
+from trainers.diffusion.elbo import elbo
+from trainers.diffusion.forward import ForwardConfig, build_forward
+from trainers.diffusion.sampling import Mode, image_grid, sample
+from trainers.diffusion.unet import UNet, UNetConfig
+from trainers.distributed import Parallel, build_engine
+
+
+class DiffusionOptimizer(TrainerConfig):
+    lr: float = Field(2e-4, gt=0)
+    warmup: int = Field(5000, ge=0)  # steps of linear learning-rate warmup
+    grad_clip: float = Field(1.0, gt=0)
+    ema: float = Field(0.999, ge=0, lt=1)
+
+
+class DiffusionConfig(TrainerConfig):
+    dataset: Literal[tuple(DATASETS)] = "digits"  # type: ignore[valid-type]
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    batch_size: int = Field(64, ge=1)
+    forward: ForwardConfig = ForwardConfig()
+    sigma: float = Field(0.01, gt=0)  # training noise on u_k
+    delta: float = Field(0.0125, gt=0)  # sampling noise per reverse step
+    model: UNetConfig = UNetConfig()
+    optimizer: DiffusionOptimizer = DiffusionOptimizer()
+    eval_batch: int = Field(256, ge=1)
+    elbo_images: int = Field(0, ge=0)  # > 0: val/elbo_bpd on this many validation images
+    samples: int = Field(36, ge=0)  # images per sample grid at the end (0: none)
+    sample_modes: tuple[Mode, ...] = ("random",)
+
+    @model_validator(mode="after")
+    def _levels(self) -> DiffusionConfig:
+        if len(self.model.mult) <= max(self.model.attention_levels, default=-1):
+            raise ValueError(
+                f"model.attention_levels {self.model.attention_levels} name a level the U-Net "
+                f"does not have (levels 0..{len(self.model.mult) - 1})"
+            )
+        return self
+
+
+class DiffusionTrainer(Trainer):
+    Config = DiffusionConfig
+    probes = ("weights",)
+    config: DiffusionConfig
+
+    @classmethod
+    def prepare(cls, configs: list[DiffusionConfig], data_dir: Path) -> None:
+        for name in sorted({c.dataset for c in configs}):
+            load_dataset(name, data_dir, 0.2, 0)
+
+    @classmethod
+    def probe_sizes(cls, config: DiffusionConfig) -> dict[str, dict[str, int]]:
+        with torch.device("meta"):
+            model = UNet(config.model, image_shape(config.dataset)[0])
+        return {"weights": {n: p.numel() for n, p in model.named_parameters()}}
+
+    def setup(self, ctx: Context) -> None:
+        cfg = self.config
+        self.parallel: Parallel = getattr(ctx, "parallel", Parallel())
+        torch.manual_seed(ctx.seed)  # same initial weights on every rank
+        self.device = ctx.device
+        (xt, _), (xv, _) = load_dataset(cfg.dataset, ctx.data_dir, cfg.val_fraction, ctx.seed)
+        self.train_x, self.val_x = xt.to(self.device), xv.to(self.device)
+        shape = tuple(xt.shape[1:])
+        self.forward = build_forward(cfg.forward, shape).to(self.device)
+        module = UNet(cfg.model, shape[0]).to(self.device)
+        optimizer = torch.optim.Adam(module.parameters(), lr=cfg.optimizer.lr)
+        self.engine = build_engine(
+            module, optimizer, self.parallel, self.device, cfg.optimizer.grad_clip, cfg.batch_size
+        )
+        with self.engine.full_parameters():
+            self.ema = copy.deepcopy(self.engine.module).float().requires_grad_(False)
+        # Each rank draws its own batches; evaluation uses fixed levels and noise.
+        self.generator = torch.Generator().manual_seed(ctx.seed + 1 + 7919 * self.parallel.rank)
+        eval_gen = torch.Generator().manual_seed(ctx.seed + 2)
+        n = min(cfg.eval_batch, len(self.val_x))
+        self.eval_k = torch.randint(1, cfg.forward.K + 1, (n,), generator=eval_gen)
+        self.eval_noise = torch.randn(n, *shape, generator=eval_gen)
+        self.order = torch.randperm(len(self.train_x), generator=self.generator)
+        self.position, self.steps = 0, 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.train_x) // self.config.batch_size)
+
+    def _batch(self) -> torch.Tensor:
+        if self.position >= len(self.order):
+            self.order = torch.randperm(len(self.train_x), generator=self.generator)
+            self.position = 0
+        idx = self.order[self.position : self.position + self.config.batch_size]
+        self.position += self.config.batch_size
+        return self.train_x[idx.to(self.device)]
+
+    def loss(self, model, x: torch.Tensor, k: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """‖u_{k−1} − (ũ + f(ũ, k))‖² summed over pixels, batch mean, ũ = u_k + σ ε."""
+        noisy = self.forward(x, k) + self.config.sigma * eps
+        target = self.forward(x, k - 1)
+        prediction = noisy + model(noisy, k)
+        return (target - prediction).pow(2).reshape(len(x), -1).sum(1).mean()
+
+    def step(self) -> dict[str, float]:
+        cfg = self.config
+        self.engine.module.train()
+        x = self._batch()
+        k = torch.randint(1, cfg.forward.K + 1, (len(x),), generator=self.generator)
+        eps = torch.randn(x.shape, generator=self.generator)
+        lr = cfg.optimizer.lr * min(1.0, (self.steps + 1) / max(cfg.optimizer.warmup, 1))
+        for group in self.engine.optimizer.param_groups:
+            group["lr"] = lr
+        loss = self.loss(self.engine, x, k.to(self.device), eps.to(self.device))
+        grad_norm = self.engine.step(loss)
+        self.steps += 1
+        with torch.no_grad(), self.engine.full_parameters():
+            decay = cfg.optimizer.ema
+            for e, p in zip(self.ema.parameters(), self.engine.module.parameters()):
+                e.lerp_(p.detach().float(), 1 - decay)
+        return {"train/loss": loss.item(), "train/grad_norm": grad_norm, "train/lr": lr}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        cfg = self.config
+        self.ema.eval()
+        n = len(self.eval_k)
+        x = self.val_x[:n]
+        k, eps = self.eval_k.to(self.device), self.eval_noise.to(self.device)
+        metrics = {"val/loss": float(self.loss(self.ema, x, k, eps))}
+        if cfg.elbo_images:
+            terms = elbo(
+                self.ema,
+                self.forward,
+                self.val_x[: cfg.elbo_images],
+                self.train_x,
+                cfg.sigma,
+                cfg.delta,
+                torch.Generator().manual_seed(0),
+            )
+            metrics["val/elbo_bpd"] = terms.bits_per_dim
+        return metrics
+
+    def sample(self, n: int, mode: Mode = "random", seed: int = 0):
+        """``n`` samples of the EMA model (see :func:`trainers.diffusion.sampling.sample`)."""
+        self.ema.eval()
+        gen = torch.Generator().manual_seed(seed)
+        return sample(self.ema, self.forward, self.train_x, n, self.config.delta, mode, gen)
+
+    def write_artifacts(self, folder: Path) -> list[Path]:
+        from PIL import Image
+
+        written = []
+        for mode in self.config.sample_modes if self.config.samples else ():
+            images = self.sample(self.config.samples, mode).images
+            path = folder / f"samples_{mode}.png"
+            Image.fromarray(image_grid(images, columns=math.ceil(math.sqrt(len(images))))).save(
+                path
+            )
+            written.append(path)
+        return written
+
+    def probe(self, name: str) -> list[torch.Tensor]:
+        if name == "weights":
+            return [p.detach() for p in self.engine.module.parameters()]
+        raise KeyError(name)
+
+    def probe_columns(self, name: str) -> dict[str, list[int]]:
+        columns, start = {}, 0
+        for pname, p in self.engine.module.named_parameters():
+            columns[pname] = [start, start + p.numel()]
+            start += p.numel()
+        return columns
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "engine": self.engine.state_dict(),
+            "ema": self.ema.state_dict(),
+            "generator": self.generator.get_state(),
+            "order": self.order,
+            "position": self.position,
+            "steps": self.steps,
+            "dropout_rng": torch.get_rng_state(),  # dropout draws from the global generator
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.engine.load_state_dict(state["engine"])
+        self.ema.load_state_dict(state["ema"])
+        self.generator.set_state(state["generator"])
+        self.order, self.position = state["order"], int(state["position"])
+        self.steps = int(state["steps"])
+        torch.set_rng_state(state["dropout_rng"])
+
+    def export(self) -> dict[str, Any]:
+        return {"model": self.ema.state_dict()}
