@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dynsweep.errors import ConfigError
 from orchestrator import budget, space
@@ -60,9 +67,30 @@ class SchedulerSpec(_Section):
 
 
 class ResourcesSpec(_Section):
+    """Per trial: ``cpus``/``gpus`` of one process; or ``workers`` Ray Train workers (each
+    ``cpus_per_worker``/``gpus_per_worker``) trained with DDP or DeepSpeed (``strategy``)."""
+
     cpus: float = Field(1.0, gt=0)
     gpus: float = Field(0.0, ge=0)
     workers: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+    strategy: Literal["ddp", "deepspeed"] = "ddp"
+    zero_stage: int = Field(0, ge=0, le=3)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+
+    @property
+    def distributed(self) -> bool:
+        """Trained by a Ray Train ``TorchTrainer`` started from the trial."""
+        return self.workers > 1 or self.strategy == "deepspeed"
+
+    @model_validator(mode="after")
+    def _deepspeed_only(self) -> ResourcesSpec:
+        if self.strategy != "deepspeed":
+            for name, default in (("zero_stage", 0), ("precision", "fp32")):
+                if getattr(self, name) != default:
+                    raise ValueError(f"{name}: needs strategy: deepspeed")
+        return self
 
 
 class TrackingSpec(_Section):
@@ -218,6 +246,11 @@ def validate_trainer_config(spec: ExperimentSpec) -> None:
             f"loop.record: trainer {spec.trainer!r} has no probe {bad[0]!r}; "
             f"expected one of: {', '.join(cls.probes)}"
         )
+    if spec.resources.distributed and not getattr(cls, "distributed", False):
+        raise ConfigError(
+            f"resources: trainer {spec.trainer!r} trains in one process; "
+            f"use workers: 1 and strategy: ddp (distributed trainers: diffusion)"
+        )
 
 
 def check_consistency(spec: ExperimentSpec) -> None:
@@ -243,10 +276,6 @@ def check_consistency(spec: ExperimentSpec) -> None:
     if spec.num_trials() > 100_000:
         raise ConfigError(f"config: the space has {spec.num_trials()} trials; the limit is 100000")
     budget.check(spec)
-    if spec.resources.workers > 1:
-        raise ConfigError(
-            "resources.workers: distributed trials (workers > 1) are not available yet; use 1"
-        )
 
 
 def load_spec(

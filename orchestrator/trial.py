@@ -64,9 +64,13 @@ def run_name(spec: ExperimentSpec, params: dict[str, Any], trial_id: str) -> str
 
 @dataclass
 class TrialContext:
-    """The :class:`trainers.base.Context` of a Tune trial: MLflow run + Tune reporting."""
+    """The :class:`trainers.base.Context` of a Tune trial: MLflow run + Tune reporting.
 
-    run: TrialRun
+    In a distributed trial every rank has one; only rank 0 has a ``run`` (logs metrics, writes
+    trajectories and artifacts); every rank reports and saves its own state in checkpoints.
+    """
+
+    run: TrialRun | None
     seed: int
     workdir: Path
     data_dir: Path
@@ -77,13 +81,19 @@ class TrialContext:
     parallel: Parallel = field(default_factory=Parallel)
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        self.run.log_metrics(step, metrics)
+        if self.run is not None:
+            self.run.log_metrics(step, metrics)
         self.latest.update(metrics)
 
     @property
     def trajectory_dir(self) -> Path:
         # On a local artifact store chunks are written straight into the run's artifacts.
-        return self.run.local_artifact_dir("trajectories") or self.workdir / "trajectories"
+        local = self.run.local_artifact_dir("trajectories") if self.run is not None else None
+        return local or self.workdir / "trajectories"
+
+    @property
+    def state_file(self) -> str:
+        return state_file(self.parallel.rank)
 
     def report(self, step: int, metrics: dict[str, float], checkpoint: dict | None) -> None:
         # The latest value of every metric (eval metrics come less often than train ones).
@@ -91,33 +101,45 @@ class TrialContext:
             **self.latest,
             **metrics,
             "step": step,
-            "mlflow_run_id": self.run.run_id,
+            "mlflow_run_id": self.header["run_id"],
             "mlflow_run_closed": self.closed,
         }
         if checkpoint is None:
-            tune.report(result)
+            self._send(result, None)
             return
-        self.run.flush()  # a checkpoint is a durability point: its metrics are stored first
+        if self.run is not None:
+            self.run.flush()  # a checkpoint is a durability point: its metrics are stored first
         with tempfile.TemporaryDirectory(prefix="dynsweep-ckpt-") as tmp:
-            torch.save({**self.header, "loop": checkpoint}, Path(tmp) / STATE_FILE)
-            tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
+            torch.save({**self.header, "loop": checkpoint}, Path(tmp) / self.state_file)
+            self._send(result, Path(tmp))
+
+    def _send(self, result: dict[str, Any], folder: Path | None) -> None:
+        checkpoint = tune.Checkpoint.from_directory(folder) if folder is not None else None
+        tune.report(result, checkpoint=checkpoint)
 
     def finish(self, result: FitResult, checkpoint: dict, export: dict) -> None:
         # Everything is kept and the run closed before the last report: a scheduler whose
         # horizon ends here (ASHA's max_t) stops the trial inside that report.
-        model_path = self.run.artifact_path("model/model.pt", self.workdir)
-        torch.save({**self.header, "step": result.step, "state": export}, model_path)
-        self.run.keep(model_path, "model/model.pt")
-        self.run.finish("FINISHED", tags={"dynsweep.stop_reason": result.stop_reason})
-        self.closed = True
+        if self.run is not None:
+            model_path = self.run.artifact_path("model/model.pt", self.workdir)
+            torch.save({**self.header, "step": result.step, "state": export}, model_path)
+            self.run.keep(model_path, "model/model.pt")
+            self.run.finish("FINISHED", tags={"dynsweep.stop_reason": result.stop_reason})
+            self.closed = True
         self.report(result.step, result.metrics, checkpoint)
 
     def log_file(self, path: Path, artifact_path: str) -> None:
-        self.run.log_artifact(path, artifact_path)
+        if self.run is not None:
+            self.run.log_artifact(path, artifact_path)
 
     def on_trajectory_file(self, name: str, path: Path) -> None:
-        if self.run.local_artifact_dir("trajectories") is None:  # remote store: upload
-            self.run.log_artifact(path, f"trajectories/{name}")
+        if self.run is not None and self.run.local_artifact_dir("trajectories") is None:
+            self.run.log_artifact(path, f"trajectories/{name}")  # remote store: upload
+
+
+def state_file(rank: int) -> str:
+    """The checkpoint file of ``rank`` (rank 0 and single-process trials: ``state.pt``)."""
+    return STATE_FILE if rank == 0 else f"state-rank{rank}.pt"
 
 
 def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
@@ -148,6 +170,22 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
         run.finish("FAILED", fatal, fatal=True)
         raise TrialFailure(fatal)
 
+    if run.attempt == 0:
+        run.log_dict({"trainer": spec.trainer, "config": resolved, "seed": seed}, "config.json")
+    header = {
+        "trial_id": trial_id,
+        "run_id": run.run_id,
+        "trainer": spec.trainer,
+        "config": resolved,
+        "seed": seed,
+    }
+    if spec.resources.distributed:
+        from orchestrator.distributed import run_distributed
+
+        run.close()  # rank 0 of the workers logs from here on
+        run_distributed(setup, spec, header, run)
+        return
+
     resume, attempt = None, 0
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -160,35 +198,35 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
         if changed:
             run.set_tags({f"dynsweep.config_at_step_{resume['step']}": json.dumps(changed)})
         attempt = run.attempt
-    if resume is None:
-        run.log_dict({"trainer": spec.trainer, "config": resolved, "seed": seed}, "config.json")
-
-    header = {
-        "trial_id": trial_id,
-        "run_id": run.run_id,
-        "trainer": spec.trainer,
-        "config": resolved,
-        "seed": seed,
-    }
     device = torch.device(
         "cuda" if spec.resources.gpus > 0 and torch.cuda.is_available() else "cpu"
     )
     ctx = TrialContext(run, seed, workdir, Path(setup.data_dir), header, device)
+    train(trainer_cls(config), ctx, spec, resume, attempt)
+
+
+def train(trainer, ctx: TrialContext, spec: ExperimentSpec, resume, attempt: int) -> None:
+    """Run the loop in ``ctx``; on failure end the run (rank 0) with the right status."""
+    run = ctx.run
+    loop = spec.loop if ctx.parallel.chief else spec.loop.model_copy(update={"record": ()})
     try:
-        fit(trainer_cls(config), ctx, spec.loop, spec.stop, resume=resume, attempt=attempt)
+        fit(trainer, ctx, loop, spec.stop, resume=resume, attempt=attempt)
     except (TrialFailure, DataError) as exc:  # retrying cannot help
-        run.finish("FAILED", str(exc), fatal=True)
+        if run is not None:
+            run.finish("FAILED", str(exc), fatal=True)
         raise
     except SystemExit:
         # Tune stopped this trial (scheduler decision, or the sweep was interrupted): keep
         # what was logged; the driver sets the status (FINISHED by scheduler, or KILLED).
-        run.flush()
+        if run is not None:
+            run.flush()
         raise
     except BaseException as exc:
-        run.finish("FAILED", f"{type(exc).__name__}: {exc}")
+        if run is not None:
+            run.finish("FAILED", f"{type(exc).__name__}: {exc}")
         raise
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(ctx.workdir, ignore_errors=True)
 
 
 def make_trainable(setup: SweepSetup):
@@ -199,4 +237,8 @@ def make_trainable(setup: SweepSetup):
         run_trial(setup, params)
 
     res = spec.resources
+    if res.distributed:
+        # The workers hold the CPUs/GPUs; the Tune function only waits on them, so it takes
+        # no CPU (a whole CPU would keep 2 one-CPU workers off a 2-CPU machine).
+        return tune.with_resources(dynsweep_trial, tune.PlacementGroupFactory([{"memory": 1}]))
     return tune.with_resources(dynsweep_trial, {"cpu": res.cpus, "gpu": res.gpus})

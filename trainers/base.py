@@ -74,6 +74,7 @@ class Trainer(ABC):
 
     Config: ClassVar[type[TrainerConfig]]
     probes: ClassVar[tuple[str, ...]] = ()
+    distributed: ClassVar[bool] = False  # steps through trainers.distributed engines (DDP, ...)
 
     def __init__(self, config: TrainerConfig) -> None:
         self.config = config

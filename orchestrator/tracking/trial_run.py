@@ -110,6 +110,27 @@ class TrialRun:
         log_params(client, run.info.run_id, params)
         return cls(uri, run.info.run_id, -1, params, run.info.artifact_uri)
 
+    @classmethod
+    def attach(cls, uri: str, run_id: str) -> TrialRun:
+        """Log into an existing run from another process (rank 0 of a distributed trial);
+        each attach is a new attempt (its trajectory chunks and step watermark continue)."""
+        client = MlflowClient(uri)
+        run = client.get_run(run_id)
+        if run.info.status != "RUNNING":
+            reopen_run(uri, run_id)
+        attempts = int(run.data.tags.get("dynsweep.attempts", "1")) + 1
+        set_tags(client, run_id, {"dynsweep.attempts": str(attempts)})
+        logged = int(run.data.tags.get(STEP_TAG, "-1"))
+        return cls(
+            uri,
+            run_id,
+            logged,
+            dict(run.data.params),
+            run.info.artifact_uri,
+            run.data.tags.get("dynsweep.fatal"),
+            attempts - 1,
+        )
+
     # --- metrics -----------------------------------------------------------------------------
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         """Queue metric values of ``step``; returns at once (unless the store is far behind)."""
@@ -224,3 +245,8 @@ class TrialRun:
         if tags:
             self.set_tags(tags)
         end_run(self.uri, self.run_id, status, error)
+
+    def finish_if_running(self, status: str, error: str | None = None) -> None:
+        """End the run unless another process (a worker) already did."""
+        if self.client.get_run(self.run_id).info.status == "RUNNING":
+            self.finish(status, error)

@@ -60,6 +60,7 @@ class DiffusionConfig(TrainerConfig):
 class DiffusionTrainer(Trainer):
     Config = DiffusionConfig
     probes = ("weights",)
+    distributed = True
     config: DiffusionConfig
 
     @classmethod
