@@ -12,7 +12,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Ray workers inherit the environment at ray.init: make the test-only trainers importable and
 # registered there too, and keep Ray's and MLflow's noise down.
-os.environ["DYNSWEEP_TRAINERS"] = "flaky=tests.fixtures.trainers:FlakyTrainer"
+os.environ["DYNSWEEP_TRAINERS"] = (
+    "flaky=tests.fixtures.trainers:FlakyTrainer,"
+    "flaky_diffusion=tests.fixtures.trainers:FlakyDiffusionTrainer"
+)
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
