@@ -134,6 +134,7 @@ def _finish_sweep(outcome) -> int:
                 spec.analysis,
                 outcome.setup.uri,
                 sweep=outcome.setup.parent_run_id,
+                data_dir=outcome.setup.data_dir,
             )
         )
     finish(outcome)
@@ -193,13 +194,15 @@ def _cmd_analyze(args) -> int:
         spec = load_spec(args.config, args.overrides)
         experiment, steps = spec.experiment_name(), spec.analysis
         uri = _uri(args.tracking_uri or spec.tracking.uri)
+        data_dir = spec.data_dir
         if not steps:
             raise UserError(f"{args.config}: has no 'analysis' steps")
     else:
         experiment, steps = args.experiment, (AnalysisStepSpec(step="edm"),)
         uri = _uri(args.tracking_uri)
+        data_dir = "data"
     init_ray(args.address)
-    _print_analysis(analyze(experiment, steps, uri, sweep=args.sweep))
+    _print_analysis(analyze(experiment, steps, uri, sweep=args.sweep, data_dir=data_dir))
     return 0
 
 

@@ -88,6 +88,8 @@ SCHEDULERS = {
 
 ANALYSIS_STEPS: dict[str, str] = {
     "edm": "analysis.edm:EmbedDimension",
+    "fid": "analysis.generative:FID",
+    "elbo": "analysis.generative:ELBO",
 }
 
 

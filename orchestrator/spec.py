@@ -99,7 +99,8 @@ class TrackingSpec(_Section):
 
 
 class AnalysisStepSpec(_Section):
-    """One analysis step run on every finished trial; ``input`` is a metric key."""
+    """One analysis step run on every finished trial; ``input`` is a metric key (steps that
+    read the run's final model, such as ``fid`` and ``elbo``, ignore it)."""
 
     step: str
     input: str = "train/loss"

@@ -209,3 +209,15 @@ class DiffusionTrainer(Trainer):
 
     def export(self) -> dict[str, Any]:
         return {"model": self.ema.state_dict()}
+
+
+def load_exported(checkpoint: dict[str, Any], data_dir: Path, workdir: Path) -> DiffusionTrainer:
+    """A trainer (data, forward process, EMA model) rebuilt from a run's ``model/model.pt``."""
+    from trainers.local import LocalContext
+
+    if checkpoint.get("trainer") != "diffusion":
+        raise ValueError(f"expected a diffusion model, got trainer {checkpoint.get('trainer')!r}")
+    trainer = DiffusionTrainer(DiffusionConfig.model_validate(checkpoint["config"]))
+    trainer.setup(LocalContext(workdir, seed=int(checkpoint["seed"]), data_dir=data_dir))
+    trainer.ema.load_state_dict(checkpoint["state"]["model"])
+    return trainer

@@ -1,0 +1,286 @@
+"""Generative metrics of diffusion runs: FID (clean-fid) and the ELBO, from a run's model.
+
+Both steps take a run's final model (``input: model``). FID compares samples of the EMA model
+with the training set through a feature extractor: clean-fid's Inception network (its weights
+are downloaded once) or, with no network, the hidden features of a classifier trained by
+dynsweep's own ``classifier`` trainer (``extractor: classifier``, ``classifier:`` its run id or
+``model.pt``). Reference statistics are computed once per (dataset, split, extractor) and
+cached in ``~/.cache/dynsweep/fid``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from cleanfid import fid as cleanfid
+from torch import nn
+
+from analysis.base import StepResult
+from dynsweep.errors import DataError
+
+
+def cache_dir() -> Path:
+    """Where reference statistics are kept (``$DYNSWEEP_CACHE/fid``, default ~/.cache)."""
+    return Path(os.environ.get("DYNSWEEP_CACHE", Path.home() / ".cache" / "dynsweep")) / "fid"
+
+
+class ClassifierFeatures(nn.Module):
+    """The last hidden layer of a dynsweep classifier, as a clean-fid feature extractor.
+
+    Takes what clean-fid hands an extractor (B×3×H×W floats in [0, 255], here at the dataset's
+    own size: no resizing) and returns B×F features.
+    """
+
+    def __init__(self, checkpoint: dict[str, Any]) -> None:
+        super().__init__()
+        from trainers.classifier.model import Classifier, ModelConfig
+        from trainers.data import image_shape
+
+        config = checkpoint["config"]
+        state = checkpoint["state"]["model"]
+        classes = next(v for k, v in reversed(state.items()) if k.endswith("bias")).numel()
+        self.shape = image_shape(config["dataset"])
+        self.model = Classifier(ModelConfig.model_validate(config["model"]), self.shape, classes)
+        self.model.load_state_dict(state)
+        self.model.eval()
+        digest = hashlib.sha256()
+        for v in state.values():
+            digest.update(v.detach().cpu().numpy().tobytes())
+        self.name = f"classifier-{digest.hexdigest()[:12]}"
+
+    @torch.no_grad()
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        grey = batch.float().mean(1, keepdim=True) / 255.0
+        if tuple(grey.shape[-2:]) != self.shape[1:]:
+            grey = nn.functional.interpolate(grey, size=self.shape[1:], mode="area")
+        return self.model.hidden(grey)[-1].flatten(1)
+
+
+def build_extractor(
+    name: str,
+    classifier: str | None,
+    device: torch.device,
+    dataset: str = "digits",
+    data_dir: str = "data",
+):
+    """(module, cache name, resize function or None for clean-fid's 299×299 'clean' resize).
+
+    ``classifier``: a run id or ``model.pt`` of a dynsweep classifier run; ``None`` or
+    ``"auto"``: a classifier trained here once on ``dataset`` and cached."""
+    if name == "classifier":
+        if classifier in (None, "auto"):
+            classifier = str(auto_classifier(dataset, data_dir))
+        extractor = ClassifierFeatures(_load_model(classifier))
+        return extractor, extractor.name, lambda image: image
+    if name != "inception":
+        raise ValueError(f"extractor: expected 'inception' or 'classifier', got {name!r}")
+    from cleanfid.features import build_feature_extractor
+
+    try:
+        module = build_feature_extractor("clean", device, use_dataparallel=False)
+    except Exception as exc:  # offline: urllib errors
+        raise DataError(
+            f"FID extractor 'inception': could not load clean-fid's Inception weights "
+            f"({type(exc).__name__}: {exc}). Without network access use extractor: classifier "
+            f"with classifier: <run id or model.pt of a dynsweep classifier run>"
+        ) from exc
+    return module, "inception", None
+
+
+def auto_classifier(dataset: str, data_dir: str, steps: int = 600) -> Path:
+    """A ``classifier`` run's model.pt for ``dataset`` (MLP 256-128, Adam), trained once with
+    dynsweep's classifier trainer and cached, so FID needs no network and no prior sweep."""
+    from trainers.classifier.trainer import ClassifierConfig, ClassifierTrainer
+    from trainers.local import LocalContext
+    from trainers.loop import LoopConfig, StopRule, fit
+
+    path = cache_dir() / "extractors" / f"{dataset}-classifier-{steps}.pt"
+    if path.exists():
+        return path
+    config = ClassifierConfig.model_validate(
+        {
+            "dataset": dataset,
+            "model": {"widths": [256, 128]},
+            "optimizer": {"name": "adam", "lr": 1e-3},
+        }
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = LocalContext(Path(tmp), seed=0, data_dir=Path(data_dir))
+        fit(
+            ClassifierTrainer(config), ctx, LoopConfig(eval_every=steps), StopRule(iterations=steps)
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {"trainer": "classifier", "config": config.model_dump(mode="json"), "seed": 0}
+    torch.save({**header, "step": steps, "state": ctx.export}, path.with_suffix(".tmp"))
+    os.replace(path.with_suffix(".tmp"), path)
+    return path
+
+
+def _load_model(ref: str) -> dict[str, Any]:
+    path = Path(ref)
+    if not path.exists():
+        from mlflow.tracking import MlflowClient
+
+        from analysis.io import default_uri, local_artifact
+
+        path = local_artifact(MlflowClient(default_uri()), ref, "model/model.pt")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(f"{path}: unreadable model file ({type(exc).__name__}: {exc})") from exc
+
+
+def features(
+    batches: Iterator[torch.Tensor], n: int, batch_size: int, extractor, resize
+) -> np.ndarray:
+    """Features of ``n`` images (N×C×H×W in [0, 1]) through clean-fid's pipeline."""
+
+    padded = _rebatch(batches, batch_size)
+
+    def generator(_: torch.Tensor) -> torch.Tensor:
+        images = next(padded).float().clamp(0, 1) * 255
+        return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+    return cleanfid.get_model_features(
+        generator,
+        extractor,
+        mode="clean",
+        z_dim=1,
+        num_gen=n,
+        batch_size=batch_size,
+        device=torch.device("cpu"),
+        verbose=False,
+        custom_fn_resize=resize,
+    )
+
+
+def statistics(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return feats.mean(0), np.cov(feats, rowvar=False)
+
+
+def fid_between(a: torch.Tensor, b: torch.Tensor, extractor, resize, batch_size=250) -> float:
+    """FID between two image sets (N×C×H×W in [0, 1])."""
+
+    def chunks(x: torch.Tensor) -> Iterator[torch.Tensor]:
+        return iter(x.split(batch_size))
+
+    fa = features(chunks(a), len(a), batch_size, extractor, resize)
+    fb = features(chunks(b), len(b), batch_size, extractor, resize)
+    return float(cleanfid.frechet_distance(*statistics(fa), *statistics(fb)))
+
+
+def reference_statistics(
+    images: torch.Tensor, key: str, extractor, resize, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of a dataset split's features, cached under ``key``."""
+    path = cache_dir() / f"{key}.npz"
+    if path.exists():
+        cached = np.load(path)
+        return cached["mu"], cached["sigma"]
+    feats = features(iter(images.split(batch_size)), len(images), batch_size, extractor, resize)
+    mu, sigma = statistics(feats)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path.with_suffix(".tmp.npz"), mu=mu, sigma=sigma)
+    os.replace(path.with_suffix(".tmp.npz"), path)
+    return mu, sigma
+
+
+def _diffusion(checkpoint: dict[str, Any], data_dir: str, workdir: Path):
+    from trainers.diffusion.trainer import load_exported
+
+    return load_exported(checkpoint, Path(data_dir), workdir)
+
+
+class FID:
+    """Fréchet distance between ``samples`` EMA-model samples and the training split.
+
+    Result metrics: ``fid``. Parameters: ``extractor`` (inception | classifier), ``classifier``
+    (run id or model.pt, for the classifier extractor; default ``auto``: trained here once),
+    sampling ``mode``, ``seed``.
+    """
+
+    input_kind: ClassVar[str] = "model"
+
+    def __init__(
+        self,
+        samples: int = 1000,
+        extractor: str = "inception",
+        classifier: str | None = None,
+        mode: str = "random",
+        batch_size: int = 250,
+        seed: int = 0,
+        data_dir: str = "data",
+    ) -> None:
+        if samples < 2:
+            raise ValueError("samples: FID needs at least 2 samples")
+        self.samples, self.extractor, self.classifier = samples, extractor, classifier
+        self.mode, self.batch_size, self.seed, self.data_dir = mode, batch_size, seed, data_dir
+
+    def fit(self, checkpoint: dict[str, Any]) -> StepResult:
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = _diffusion(checkpoint, self.data_dir, Path(tmp))
+        dataset = trainer.config.dataset
+        extractor, name, resize = build_extractor(
+            self.extractor, self.classifier, trainer.device, dataset, self.data_dir
+        )
+        ref = reference_statistics(
+            trainer.train_x, f"{dataset}-train-{name}", extractor, resize, self.batch_size
+        )
+        sizes = [self.batch_size] * (self.samples // self.batch_size)
+        sizes += [self.samples % self.batch_size] if self.samples % self.batch_size else []
+        batches = (
+            trainer.sample(n, self.mode, seed=self.seed + i).images for i, n in enumerate(sizes)
+        )
+        feats = features(batches, self.samples, self.batch_size, extractor, resize)
+        value = float(cleanfid.frechet_distance(*statistics(feats), *ref))
+        return StepResult({"fid": value}, {"fid": {"extractor": [name], "samples": [self.samples]}})
+
+
+def _rebatch(batches: Iterator[torch.Tensor], size: int) -> Iterator[torch.Tensor]:
+    """clean-fid asks for whole batches of ``size``; pad the last one (it drops the extra)."""
+    for b in batches:
+        yield b if len(b) == size else torch.cat([b, b[:1].expand(size - len(b), *b.shape[1:])])
+
+
+class ELBO:
+    """Negative ELBO of ``images`` validation images under a run's EMA model (nats / image
+    and bits per dimension), with the prior, data and per-level terms as a table."""
+
+    input_kind: ClassVar[str] = "model"
+
+    def __init__(self, images: int = 256, seed: int = 0, data_dir: str = "data") -> None:
+        if images < 1:
+            raise ValueError("images: at least 1")
+        self.images, self.seed, self.data_dir = images, seed, data_dir
+
+    def fit(self, checkpoint: dict[str, Any]) -> StepResult:
+        from trainers.diffusion.elbo import elbo
+
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = _diffusion(checkpoint, self.data_dir, Path(tmp))
+        cfg = trainer.config
+        terms = elbo(
+            trainer.ema,
+            trainer.forward,
+            trainer.val_x[: self.images],
+            trainer.train_x,
+            cfg.sigma,
+            cfg.delta,
+            torch.Generator().manual_seed(self.seed),
+        )
+        metrics = {
+            "nats": terms.total,
+            "bits_per_dim": terms.bits_per_dim,
+            "prior_nats": terms.prior,
+            "data_nats": terms.data,
+        }
+        levels = list(range(cfg.forward.K, 1, -1))
+        table = {"k": levels, "nats": terms.levels, "mse": terms.mse[:-1]}
+        return StepResult(metrics, {"levels": table})
