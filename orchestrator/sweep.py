@@ -37,6 +37,16 @@ class SweepOutcome:
     seconds: float
 
 
+def _resources(res) -> str:
+    if not res.distributed:
+        return f"{res.cpus:g} CPU, {res.gpus:g} GPU"
+    strategy = res.strategy + (f" ZeRO-{res.zero_stage}" if res.strategy == "deepspeed" else "")
+    return (
+        f"{res.workers} Ray Train workers x ({res.cpus_per_worker:g} CPU, "
+        f"{res.gpus_per_worker:g} GPU), {strategy}, {res.precision}"
+    )
+
+
 def plan(spec: ExperimentSpec) -> str:
     """What a sweep would do (``--dry-run``): resolved spec, trial count, resources."""
     res, n = spec.resources, spec.num_trials()
@@ -53,8 +63,7 @@ def plan(spec: ExperimentSpec) -> str:
             f"trials: {n} ({spec.search.algorithm} search, {spec.scheduler.name} scheduler)",
             "search dimensions:",
             *(dims or ["  (none)"]),
-            f"resources per trial: {res.cpus:g} CPU, {res.gpus:g} GPU; "
-            f"concurrent trials: {concurrent}",
+            f"resources per trial: {_resources(res)}; concurrent trials: {concurrent}",
             f"steps per trial: {spec.stop.iterations}; tracking: {spec.tracking.uri}",
             f"recordings: about {budget.estimate(spec)[1] / 1e9:.3g} GB "
             f"(budget {spec.loop.record_budget_gb:g} GB)",

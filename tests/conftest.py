@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,8 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.g
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+# FID reference statistics and extractor models: a fresh cache, not the user's ~/.cache.
+os.environ["DYNSWEEP_CACHE"] = tempfile.mkdtemp(prefix="dynsweep-test-cache-")
 os.environ.pop("RAY_ADDRESS", None)
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
