@@ -54,6 +54,10 @@ class Engine:
         self.optimizer.step()
         return float(norm)
 
+    def compile(self) -> None:
+        """``torch.compile`` the forward pass (the bare ``module`` keeps its state-dict keys)."""
+        self.model = torch.compile(self.model)
+
     def full_parameters(self) -> contextlib.AbstractContextManager:
         """Inside: ``module.parameters()`` are whole tensors (ZeRO-3 partitions them)."""
         return contextlib.nullcontext()
@@ -121,6 +125,9 @@ class DeepSpeedEngine(Engine):
         self.model.step()
         norm = self.model.get_global_grad_norm()
         return float(norm) if norm is not None else float("nan")
+
+    def compile(self) -> None:
+        self.model.compile()
 
     def full_parameters(self) -> contextlib.AbstractContextManager:
         if self.stage < 3:

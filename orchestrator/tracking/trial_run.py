@@ -2,9 +2,10 @@
 
 A retried or resumed trial finds its run again by the ``dynsweep.trial_id`` tag, so a trial
 never gets a second run. ``log_metrics`` only appends to a buffer; a sender thread ships the
-buffer with ``log_batch`` (at most 1,000 metrics a request) whenever it holds a batch or a
-second has passed, so the training loop never waits for the store. Each batch also moves the
-run's ``dynsweep.logged_step`` tag (atomically with the metrics), and a retried attempt skips
+buffer whenever it holds a batch or a second has passed, so the training loop never waits for
+the store: on a SQL store (sqlite, PostgreSQL) through :mod:`.bulk` (up to 20,000 points a
+transaction), otherwise with ``log_batch`` (at most 1,000 a request). Each batch also moves the
+run's ``dynsweep.logged_step`` tag (after its metrics are stored), and a retried attempt skips
 steps at or below it: no step is ever logged twice. ``flush()`` waits until everything is
 stored (checkpoints, the end of the trial); a crash loses at most the batch in flight.
 """
@@ -20,6 +21,7 @@ from urllib.parse import unquote, urlparse
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
+from orchestrator.tracking.bulk import BULK_MAX, bulk_writer
 from orchestrator.tracking.store import (
     MAX_METRICS,
     STEP_TAG,
@@ -55,6 +57,8 @@ class TrialRun:
         self.client = MlflowClient(uri)
         self.logged_step = logged_step  # steps <= this were logged by an earlier attempt
         self.artifact_uri = artifact_uri
+        self._bulk = bulk_writer(uri)
+        self._batch_max = BULK_MAX if self._bulk is not None else MAX_METRICS - 1
         self._pending: list[Metric] = []
         self._cond = threading.Condition()
         self._inflight = 0
@@ -142,7 +146,7 @@ class TrialRun:
             while len(self._pending) > MAX_PENDING and self._error is None:
                 self._cond.wait(0.1)
             self._pending.extend(points)
-            if len(self._pending) >= MAX_METRICS:
+            if len(self._pending) >= self._batch_max:
                 self._cond.notify_all()
 
     def flush(self) -> None:
@@ -165,17 +169,15 @@ class TrialRun:
                     if self._closed:
                         return
                     continue
-                batch = self._pending[: MAX_METRICS - 1]
+                batch = self._pending[: self._batch_max]
                 del self._pending[: len(batch)]
                 # The step watermark may only cover steps whose points are all sent.
                 last = batch[-1].step
                 complete = not self._pending or self._pending[0].step != last
                 self._inflight += 1
-            tags = [RunTag(STEP_TAG, str(last if complete else last - 1))]
+            watermark = str(last if complete else last - 1)
             try:
-                _retry(
-                    lambda b=batch, t=tags: self.client.log_batch(self.run_id, metrics=b, tags=t)
-                )
+                _retry(lambda b=batch, w=watermark: self._send(b, w))
             except BaseException as exc:
                 with self._cond:
                     self._error = exc
@@ -183,6 +185,12 @@ class TrialRun:
                 with self._cond:
                     self._inflight -= 1
                     self._cond.notify_all()
+
+    def _send(self, batch: list[Metric], watermark: str) -> None:
+        if self._bulk is not None:
+            self._bulk.write(self.run_id, batch, {STEP_TAG: watermark})
+        else:
+            self.client.log_batch(self.run_id, metrics=batch, tags=[RunTag(STEP_TAG, watermark)])
 
     # --- artifacts, tags, status ---------------------------------------------------------
     def local_artifact_dir(self, path: str) -> Path | None:

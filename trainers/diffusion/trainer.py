@@ -44,6 +44,8 @@ class DiffusionConfig(TrainerConfig):
     optimizer: DiffusionOptimizer = DiffusionOptimizer()
     eval_batch: int = Field(256, ge=1)
     elbo_images: int = Field(0, ge=0)  # > 0: val/elbo_bpd on this many validation images
+    autocast_bf16: bool = False  # train under torch.autocast(bfloat16)
+    compile: bool = False  # torch.compile the training forward pass
     samples: int = Field(36, ge=0)  # images per sample grid at the end (0: none)
     sample_modes: tuple[Mode, ...] = ("random",)
 
@@ -79,7 +81,7 @@ class DiffusionTrainer(Trainer):
         self.parallel: Parallel = getattr(ctx, "parallel", Parallel())
         torch.manual_seed(ctx.seed)  # same initial weights on every rank
         self.device = ctx.device
-        (xt, _), (xv, _) = load_dataset(cfg.dataset, ctx.data_dir, cfg.val_fraction, ctx.seed)
+        xt, xv = self.load_data(ctx)
         self.train_x, self.val_x = xt.to(self.device), xv.to(self.device)
         shape = tuple(xt.shape[1:])
         self.forward = build_forward(cfg.forward, shape).to(self.device)
@@ -88,6 +90,8 @@ class DiffusionTrainer(Trainer):
         self.engine = build_engine(
             module, optimizer, self.parallel, self.device, cfg.optimizer.grad_clip, cfg.batch_size
         )
+        if cfg.compile:
+            self.engine.compile()
         with self.engine.full_parameters():
             self.ema = copy.deepcopy(self.engine.module).float().requires_grad_(False)
         # Each rank draws its own batches; evaluation uses fixed levels and noise.
@@ -98,6 +102,12 @@ class DiffusionTrainer(Trainer):
         self.eval_noise = torch.randn(n, *shape, generator=eval_gen)
         self.order = torch.randperm(len(self.train_x), generator=self.generator)
         self.position, self.steps = 0, 0
+
+    def load_data(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training and validation images (N×C×H×W in [0, 1])."""
+        cfg = self.config
+        (xt, _), (xv, _) = load_dataset(cfg.dataset, ctx.data_dir, cfg.val_fraction, ctx.seed)
+        return xt, xv
 
     @property
     def steps_per_epoch(self) -> int:
@@ -127,7 +137,8 @@ class DiffusionTrainer(Trainer):
         lr = cfg.optimizer.lr * min(1.0, (self.steps + 1) / max(cfg.optimizer.warmup, 1))
         for group in self.engine.optimizer.param_groups:
             group["lr"] = lr
-        loss = self.loss(self.engine, x, k.to(self.device), eps.to(self.device))
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=cfg.autocast_bf16):
+            loss = self.loss(self.engine, x, k.to(self.device), eps.to(self.device))
         grad_norm = self.engine.step(loss)
         self.steps += 1
         with torch.no_grad(), self.engine.full_parameters():
