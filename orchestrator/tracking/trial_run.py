@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -59,7 +60,10 @@ class TrialRun:
         self.artifact_uri = artifact_uri
         self._bulk = bulk_writer(uri)
         self._batch_max = BULK_MAX if self._bulk is not None else MAX_METRICS - 1
-        self._pending: list[Metric] = []
+        # (step, timestamp, {key: value}) per log_metrics call; Metric objects are built by
+        # the sender thread, so the training thread only appends one tuple a step.
+        self._pending: deque[tuple[int, int, dict[str, float]]] = deque()
+        self._points = 0  # metric values in _pending
         self._cond = threading.Condition()
         self._inflight = 0
         self._error: BaseException | None = None
@@ -140,13 +144,13 @@ class TrialRun:
         """Queue metric values of ``step``; returns at once (unless the store is far behind)."""
         if step <= self.logged_step:
             return
-        now = int(time.time() * 1000)
-        points = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        entry = (step, int(time.time() * 1000), dict(metrics))
         with self._cond:
-            while len(self._pending) > MAX_PENDING and self._error is None:
+            while self._points > MAX_PENDING and self._error is None:
                 self._cond.wait(0.1)
-            self._pending.extend(points)
-            if len(self._pending) >= self._batch_max:
+            self._pending.append(entry)
+            self._points += len(entry[2])
+            if self._points >= self._batch_max:
                 self._cond.notify_all()
 
     def flush(self) -> None:
@@ -169,13 +173,9 @@ class TrialRun:
                     if self._closed:
                         return
                     continue
-                batch = self._pending[: self._batch_max]
-                del self._pending[: len(batch)]
-                # The step watermark may only cover steps whose points are all sent.
-                last = batch[-1].step
-                complete = not self._pending or self._pending[0].step != last
+                taken, watermark = self._take()
                 self._inflight += 1
-            watermark = str(last if complete else last - 1)
+            batch = [Metric(k, float(v), ts, step) for step, ts, items in taken for k, v in items]
             try:
                 _retry(lambda b=batch, w=watermark: self._send(b, w))
             except BaseException as exc:
@@ -185,6 +185,30 @@ class TrialRun:
                 with self._cond:
                     self._inflight -= 1
                     self._cond.notify_all()
+
+    def _take(self) -> tuple[list[tuple[int, int, list]], str]:
+        """Up to one batch of queued points, as ``(step, timestamp, items)`` (whole steps where
+        possible), and the step watermark it completes. Called with the lock held."""
+        taken: list[tuple[int, int, list]] = []
+        size, last = 0, -1
+        while self._pending and size < self._batch_max:
+            step, ts, metrics = self._pending[0]
+            room = self._batch_max - size
+            if len(metrics) > room and taken:
+                break  # this step goes whole into the next batch
+            items = list(metrics.items())
+            if len(items) > room:  # one step with more values than a batch holds: split it
+                self._pending[0] = (step, ts, dict(items[room:]))
+                items = items[:room]
+            else:
+                self._pending.popleft()
+            taken.append((step, ts, items))
+            size += len(items)
+            self._points -= len(items)
+            last = step
+        if self._pending and self._pending[0][0] == last:
+            last -= 1  # the watermark may only cover steps whose points are all stored
+        return taken, str(last)
 
     def _send(self, batch: list[Metric], watermark: str) -> None:
         if self._bulk is not None:
