@@ -12,6 +12,8 @@ points/s and ≤ 2 % slow-down. The ratio line is printed last.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -92,6 +94,7 @@ def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: uvicorn and job workers die with it
     )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -101,8 +104,17 @@ def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
                 return proc, uri
         except OSError:
             time.sleep(0.5)
-    proc.kill()
+    stop_server(proc)
     raise RuntimeError("the MLflow server did not start within 90 s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """Stop the server and every process it started (they would skew the timings after)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def main() -> None:
@@ -123,7 +135,7 @@ def main() -> None:
             rates["dynsweep -> server"] = through_dynsweep(http, args.points)
             rates["log_metric -> server"] = one_call_per_point(http, 200)
         finally:
-            server.kill()
+            stop_server(server)
         for name, rate in rates.items():
             print(f"{name:>22}: {rate:10.0f} points/s")
         plain = max(training(args.steps, None)[0] for _ in range(3))

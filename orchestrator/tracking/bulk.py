@@ -3,8 +3,9 @@
 ``MlflowClient.log_batch`` on a SQL store builds one ORM object per point and flushes them
 through SQLAlchemy's unit of work: ~11,000 points/s on sqlite here, all of it Python holding
 the GIL beside the training loop. :class:`SqlBulkWriter` writes the same rows into the same
-tables with one SQLAlchemy Core ``executemany`` per batch and updates ``latest_metrics`` from
-one row per key, using MLflow's own store, models and update routine. It relies on MLflow's
+tables with one driver-level ``executemany`` of plain tuples per batch (the database driver
+does the per-row work in C, mostly without the GIL), updates ``latest_metrics`` from one row
+per key with MLflow's own routine, and sets the tags, in one transaction. It relies on MLflow's
 SQL schema (stable since 2.x); :func:`bulk_writer` returns ``None`` — callers use
 ``log_batch`` — for any other store or if that schema's pieces are not where expected.
 """
@@ -13,10 +14,10 @@ from __future__ import annotations
 
 import math
 
-from mlflow.entities import Metric
-
 FLOAT_MAX = 1.7976931348623157e308
 BULK_MAX = 20_000  # points per transaction (no HTTP request limit on this path)
+Point = tuple[str, float, int, int]  # key, value, timestamp (ms), step
+_PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
 class SqlBulkWriter:
@@ -25,51 +26,54 @@ class SqlBulkWriter:
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
         from mlflow.tracking._tracking_service.utils import _get_store
         from mlflow.utils.validation import _validate_metric_name
-        from sqlalchemy import insert
 
         store = _get_store(uri)
         if not isinstance(store, SqlAlchemyStore):
             raise TypeError(f"{uri} is not a SQL store")
+        mark = _PLACEHOLDER.get(store.engine.dialect.paramstyle)
+        if mark is None:
+            raise TypeError(f"unsupported driver parameter style for {uri}")
+        columns = ("key", "value", "timestamp", "step", "is_nan", "run_uuid")
+        missing = set(columns) - set(SqlMetric.__table__.columns.keys())
+        if missing:
+            raise AttributeError(f"MLflow's metrics table lacks {missing}")
+        self.sql = (
+            f"INSERT INTO {SqlMetric.__tablename__} ({', '.join(columns)}) "
+            f"VALUES ({', '.join([mark] * len(columns))})"
+        )
         self.store, self.SqlMetric, self.SqlTag = store, SqlMetric, SqlTag
-        self.insert = insert(SqlMetric.__table__)
         self._validate = _validate_metric_name
         self._known: set[str] = set()
         for name in ("ManagedSessionMaker", "_update_latest_metrics_if_necessary"):
             getattr(store, name)
 
-    def write(self, run_id: str, metrics: list[Metric], tags: dict[str, str]) -> None:
-        """Insert ``metrics`` and set ``tags`` in one transaction (all or nothing)."""
+    def write(self, run_id: str, points: list[Point], tags: dict[str, str]) -> None:
+        """Insert ``points`` and set ``tags`` in one transaction (all or nothing)."""
         rows, latest = [], {}
-        for m in metrics:
-            if m.key not in self._known:
-                self._validate(m.key)
-                self._known.add(m.key)
-            is_nan = math.isnan(m.value)
-            value = (
-                0.0
-                if is_nan
-                else max(min(m.value, 1.7976931348623157e308), -1.7976931348623157e308)
-            )
-            row = {
-                "run_uuid": run_id,
-                "key": m.key,
-                "value": value,
-                "timestamp": m.timestamp,
-                "step": m.step,
-                "is_nan": is_nan,
-            }
+        for key, value, timestamp, step in points:
+            if key not in self._known:
+                self._validate(key)
+                self._known.add(key)
+            value = float(value)
+            is_nan = value != value
+            if is_nan:
+                value = 0.0
+            elif math.isinf(value):  # as MLflow stores ±inf
+                value = FLOAT_MAX if value > 0 else -FLOAT_MAX
+            row = (key, value, timestamp, step, is_nan, run_id)
             rows.append(row)
-            best = latest.get(m.key)
-            if best is None or (m.step, m.timestamp, value) > (
-                best["step"],
-                best["timestamp"],
-                best["value"],
-            ):
-                latest[m.key] = row
+            best = latest.get(key)
+            if best is None or (step, timestamp, value) > (best[3], best[2], best[1]):
+                latest[key] = row
         with self.store.ManagedSessionMaker(read_only=False) as session:
             if rows:
-                session.execute(self.insert, rows)
-                newest = [self.SqlMetric(**row) for row in latest.values()]
+                session.connection().exec_driver_sql(self.sql, rows)
+                newest = [
+                    self.SqlMetric(
+                        key=k, value=v, timestamp=ts, step=s, is_nan=nan, run_uuid=run_id
+                    )
+                    for k, v, ts, s, nan, _ in latest.values()
+                ]
                 self.store._update_latest_metrics_if_necessary(newest, session)
             for key, value in tags.items():
                 session.merge(self.SqlTag(key=key, value=value, run_uuid=run_id))

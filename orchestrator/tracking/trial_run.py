@@ -175,7 +175,7 @@ class TrialRun:
                     continue
                 taken, watermark = self._take()
                 self._inflight += 1
-            batch = [Metric(k, float(v), ts, step) for step, ts, items in taken for k, v in items]
+            batch = [(k, v, ts, step) for step, ts, items in taken for k, v in items]
             try:
                 _retry(lambda b=batch, w=watermark: self._send(b, w))
             except BaseException as exc:
@@ -210,11 +210,12 @@ class TrialRun:
             last -= 1  # the watermark may only cover steps whose points are all stored
         return taken, str(last)
 
-    def _send(self, batch: list[Metric], watermark: str) -> None:
+    def _send(self, batch: list[tuple[str, float, int, int]], watermark: str) -> None:
         if self._bulk is not None:
             self._bulk.write(self.run_id, batch, {STEP_TAG: watermark})
-        else:
-            self.client.log_batch(self.run_id, metrics=batch, tags=[RunTag(STEP_TAG, watermark)])
+            return
+        metrics = [Metric(k, float(v), ts, step) for k, v, ts, step in batch]
+        self.client.log_batch(self.run_id, metrics=metrics, tags=[RunTag(STEP_TAG, watermark)])
 
     # --- artifacts, tags, status ---------------------------------------------------------
     def local_artifact_dir(self, path: str) -> Path | None:

@@ -24,8 +24,9 @@ def test_bulk_rows_match_log_batch_including_nan_inf_and_latest_values(tmp_path)
     points.append(Metric("acc", 0.25, 7, 0))
     writer = bulk_writer(uri)
     assert writer is not None
-    writer.write(bulk_run, points[:3], {"dynsweep.logged_step": "3"})
-    writer.write(bulk_run, points[3:], {"dynsweep.logged_step": "6"})
+    rows = [(m.key, m.value, m.timestamp, m.step) for m in points]
+    writer.write(bulk_run, rows[:3], {"dynsweep.logged_step": "3"})
+    writer.write(bulk_run, rows[3:], {"dynsweep.logged_step": "6"})
     client.log_batch(batch_run, metrics=points[:3], tags=[RunTag("dynsweep.logged_step", "3")])
     client.log_batch(batch_run, metrics=points[3:], tags=[RunTag("dynsweep.logged_step", "6")])
 
