@@ -14,6 +14,7 @@ from dynsweep.errors import ConfigError
 TRAINERS: dict[str, str] = {
     "classifier": "trainers.classifier.trainer:ClassifierTrainer",
     "diffusion": "trainers.diffusion.trainer:DiffusionTrainer",
+    "autoencoder": "trainers.autoencoder.trainer:AutoencoderTrainer",
 }
 
 

@@ -11,7 +11,8 @@ from trainers import TRAINERS, get_trainer_class
 from trainers.local import LocalContext
 
 
-@pytest.fixture(params=sorted(TRAINERS))
+# flaky_diffusion (a test fixture) is the diffusion trainer with one injected crash.
+@pytest.fixture(params=sorted(set(TRAINERS) - {"flaky_diffusion"}))
 def trainer_cls(request):
     return get_trainer_class(request.param)
 

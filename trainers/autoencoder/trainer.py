@@ -1,0 +1,208 @@
+"""The ``autoencoder`` trainer: how an autoencoder comes to reproduce a dataset's spectrum.
+
+Per step: ``train/loss`` = MSE(x, x̂) + ``spectral_lambda`` × MSE between the centred |FFT| of
+the eigenimages of the reconstructed batch and of the original batch. Per evaluation:
+``val/loss``; the field u(j, r) of the reconstructions of the training images (eigenimages →
+|FFT| → p-norm rings) compared with the dataset's own (computed once per dataset and cached):
+``val/spectral_error`` (mean over eigen-indices of the relative L1 error),
+``val/transition_frame`` (the first eigen-index whose error exceeds ``transition_threshold``),
+and ``val/sigma/<layer>``, each layer's spectral norm by power iteration.
+
+Probes (record them with ``loop.record``): ``spectrum`` (u(j, r) of the reconstructions,
+k×R values, row-major: eigen-index j, then ring r), ``spectral_error`` (k values),
+``layer_norms`` (one per layer) and ``weights``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from trainers.autoencoder import spectra
+from trainers.autoencoder.model import Autoencoder, AutoencoderModel
+from trainers.autoencoder.spectra import SpectraConfig
+from trainers.base import Context, Trainer, TrainerConfig
+from trainers.data import DATASETS, image_shape, load_dataset
+
+
+class AutoencoderConfig(TrainerConfig):
+    dataset: Literal[tuple(DATASETS)] = "digits"  # type: ignore[valid-type]
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    batch_size: int = Field(64, ge=2)
+    model: AutoencoderModel = AutoencoderModel()
+    lr: float = Field(1e-3, gt=0)
+    spectral_lambda: float = Field(0.0, ge=0)
+    spectra: SpectraConfig = SpectraConfig()
+    transition_threshold: float = Field(0.5, gt=0)
+    spectrum_images: int = Field(2000, ge=2)  # training images whose spectra are followed
+
+
+class AutoencoderTrainer(Trainer):
+    Config = AutoencoderConfig
+    probes = ("weights", "spectrum", "spectral_error", "layer_norms")
+    config: AutoencoderConfig
+
+    @classmethod
+    def prepare(cls, configs: list[AutoencoderConfig], data_dir: Path) -> None:
+        for name in sorted({c.dataset for c in configs}):
+            load_dataset(name, data_dir, 0.2, 0)
+
+    @classmethod
+    def probe_sizes(cls, config: AutoencoderConfig) -> dict[str, dict[str, int]]:
+        shape = image_shape(config.dataset)
+        rings = len(spectra.ring_masks(shape[1:], config.spectra))
+        k = min(config.spectra.eigenimages, shape[1] * shape[2])
+        with torch.device("meta"):
+            model = Autoencoder(config.model, shape)
+        return {
+            "weights": {n: p.numel() for n, p in model.named_parameters()},
+            "spectrum": {"spectrum": k * rings},
+            "spectral_error": {"spectral_error": k},
+            "layer_norms": {name: 1 for name in model.linear_layers()},
+        }
+
+    def setup(self, ctx: Context) -> None:
+        cfg = self.config
+        torch.manual_seed(ctx.seed)
+        self.device = ctx.device
+        (xt, _), (xv, _) = load_dataset(cfg.dataset, ctx.data_dir, cfg.val_fraction, ctx.seed)
+        self.train_x, self.val_x = xt.to(self.device), xv.to(self.device)
+        self.spectrum_x = self.train_x[: cfg.spectrum_images]
+        self.model = Autoencoder(cfg.model, tuple(xt.shape[1:])).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.masks = spectra.ring_masks(tuple(xt.shape[-2:]), cfg.spectra).to(self.device)
+        self.target = self._dataset_field(ctx.data_dir)
+        self.vectors = {
+            name: F.normalize(
+                torch.randn(w[0].numel(), generator=torch.Generator().manual_seed(i)), dim=0
+            ).to(self.device)
+            for i, (name, w) in enumerate(self.model.linear_layers().items())
+        }
+        self.generator = torch.Generator().manual_seed(ctx.seed + 1)
+        self.order = torch.randperm(len(self.train_x), generator=self.generator)
+        self.position = 0
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def _dataset_field(self, data_dir: Path) -> torch.Tensor:
+        """u(j, r) of the dataset's own images, computed once and cached beside the data."""
+        cfg = self.config
+        key = hashlib.sha256(
+            f"{cfg.dataset}|{cfg.spectrum_images}|{cfg.spectra.model_dump_json()}".encode()
+        ).hexdigest()[:16]
+        path = Path(data_dir) / "spectra" / f"{cfg.dataset}-{key}.pt"
+        if path.exists():
+            return torch.load(path, weights_only=True).to(self.device)
+        u = spectra.field(self.spectrum_x, cfg.spectra, self.masks)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(u.cpu(), path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+        return u
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.train_x) // self.config.batch_size)
+
+    def _batch(self) -> torch.Tensor:
+        if self.position >= len(self.order):
+            self.order = torch.randperm(len(self.train_x), generator=self.generator)
+            self.position = 0
+        idx = self.order[self.position : self.position + self.config.batch_size]
+        self.position += self.config.batch_size
+        return self.train_x[idx.to(self.device)]
+
+    def loss(self, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+        loss = F.mse_loss(recon, x)
+        if self.config.spectral_lambda > 0:
+            k = min(self.config.spectra.eigenimages, len(x))
+            ours = spectra.centred_fft(spectra.eigenimages(recon, k))
+            theirs = spectra.centred_fft(spectra.eigenimages(x, k))
+            loss = loss + self.config.spectral_lambda * F.mse_loss(ours, theirs)
+        return loss
+
+    def step(self) -> dict[str, float]:
+        self.model.train()
+        self._cache.clear()
+        x = self._batch()
+        loss = self.loss(x, self.model(x))
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return {"train/loss": loss.item()}
+
+    @torch.no_grad()
+    def _spectrum(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """u(j, r) of the reconstructions and its per-eigen-index relative error."""
+        if "spectrum" not in self._cache:
+            self.model.eval()
+            u = spectra.field(self.model(self.spectrum_x), self.config.spectra, self.masks)
+            k = min(len(u), len(self.target))
+            err = (u[:k] - self.target[:k]).abs().sum(1) / self.target[:k].abs().sum(1)
+            self._cache["spectrum"], self._cache["error"] = u, err
+        return self._cache["spectrum"], self._cache["error"]
+
+    def _layer_norms(self) -> dict[str, float]:
+        norms = {}
+        for name, weight in self.model.linear_layers().items():
+            norms[name], self.vectors[name] = spectra.spectral_norm(weight, self.vectors[name])
+        return norms
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        metrics = {"val/loss": float(F.mse_loss(self.model(self.val_x), self.val_x))}
+        _, error = self._spectrum()
+        metrics["val/spectral_error"] = float(error.mean())
+        metrics["val/transition_frame"] = float(
+            spectra.transition_frame(error, self.config.transition_threshold)
+        )
+        metrics.update({f"val/sigma/{k}": v for k, v in self._layer_norms().items()})
+        return metrics
+
+    def probe(self, name: str) -> torch.Tensor | list[torch.Tensor]:
+        if name == "weights":
+            return [p.detach() for p in self.model.parameters()]
+        if name == "spectrum":
+            return self._spectrum()[0].reshape(-1)
+        if name == "spectral_error":
+            return self._spectrum()[1]
+        if name == "layer_norms":
+            return torch.tensor(list(self._layer_norms().values()))
+        raise KeyError(name)
+
+    def probe_columns(self, name: str) -> dict[str, list[int]]:
+        if name == "weights":
+            columns, start = {}, 0
+            for pname, p in self.model.named_parameters():
+                columns[pname] = [start, start + p.numel()]
+                start += p.numel()
+            return columns
+        if name == "layer_norms":
+            return {n: [i, i + 1] for i, n in enumerate(self.model.linear_layers())}
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "order": self.order,
+            "position": self.position,
+            "vectors": dict(self.vectors),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr
+        self.generator.set_state(state["generator"])
+        self.order, self.position = state["order"], int(state["position"])
+        self.vectors = dict(state["vectors"])
+
+    def export(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict()}
