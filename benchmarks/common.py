@@ -9,6 +9,7 @@ import torch
 
 from trainers.classifier.model import Classifier
 from trainers.classifier.trainer import ClassifierConfig, ClassifierTrainer
+from trainers.data import Batches
 
 # The EDM study's network: 784-256-256-10, batch 128.
 MLP = ClassifierConfig(
@@ -30,9 +31,7 @@ class SyntheticTrainer(ClassifierTrainer):
         self.probe_x = images[:32]
         self.model = Classifier(self.config.model, (1, 28, 28), 10)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.config.optimizer.lr)
-        self.generator = torch.Generator().manual_seed(ctx.seed + 1)
-        self.order = torch.randperm(len(labels), generator=self.generator)
-        self.position = 0
+        self.batches = Batches(len(labels), self.config.batch_size, ctx.seed + 1)
 
 
 def machine() -> str:

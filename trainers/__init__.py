@@ -15,6 +15,7 @@ TRAINERS: dict[str, str] = {
     "classifier": "trainers.classifier.trainer:ClassifierTrainer",
     "diffusion": "trainers.diffusion.trainer:DiffusionTrainer",
     "autoencoder": "trainers.autoencoder.trainer:AutoencoderTrainer",
+    "koopman": "trainers.koopman.trainer:KoopmanTrainer",
 }
 
 

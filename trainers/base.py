@@ -140,3 +140,13 @@ class Trainer(ABC):
     def export(self) -> dict[str, Any]:
         """The weights that rebuild the model alone (with the resolved config); default: all."""
         return self.state_dict()
+
+
+def parameter_columns(module: torch.nn.Module) -> dict[str, list[int]]:
+    """[start, stop) columns of each named parameter in the flat concatenation of
+    ``module.parameters()`` (what a ``weights`` probe records)."""
+    columns, start = {}, 0
+    for name, p in module.named_parameters():
+        columns[name] = [start, start + p.numel()]
+        start += p.numel()
+    return columns

@@ -72,3 +72,37 @@ def load_dataset(name: str, data_dir: Path, val_fraction: float, seed: int) -> t
 def image_shape(name: str) -> tuple[int, int, int]:
     """C×H×W of dataset ``name`` without loading it."""
     return (1, 8, 8) if name == "digits" else (1, 28, 28)
+
+
+class Batches:
+    """Indices of minibatches: shuffled passes over ``n`` items, one after another, from a
+    seeded generator; ``state_dict`` resumes the exact sequence."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size = n, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order = torch.randperm(n, generator=self.generator)
+        self.position = 0
+
+    def __len__(self) -> int:
+        """Batches in one pass (the last may be short)."""
+        return -(-self.n // self.batch_size)
+
+    def next(self) -> torch.Tensor:
+        if self.position >= self.n:
+            self.order = torch.randperm(self.n, generator=self.generator)
+            self.position = 0
+        idx = self.order[self.position : self.position + self.batch_size]
+        self.position += self.batch_size
+        return idx
+
+    def state_dict(self) -> dict:
+        return {
+            "generator": self.generator.get_state(),
+            "order": self.order,
+            "position": self.position,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.order, self.position = state["order"], int(state["position"])

@@ -64,7 +64,10 @@ def test_random_and_optuna_counts():
 @pytest.mark.parametrize(
     "fields, expected",
     [
-        ({"trainer": "nope"}, "trainer: unknown trainer 'nope'; expected one of: classifier"),
+        (
+            {"trainer": "nope"},
+            "trainer: unknown trainer 'nope'; expected one of: autoencoder, classifier, diffusion",
+        ),
         ({"search": {"algorithm": "bayes"}}, "search.algorithm: unknown search algorithm 'bayes'"),
         (
             {"scheduler": {"name": "hyperband"}},

@@ -26,8 +26,8 @@ from pydantic import Field
 from trainers.autoencoder import spectra
 from trainers.autoencoder.model import Autoencoder, AutoencoderModel
 from trainers.autoencoder.spectra import SpectraConfig
-from trainers.base import Context, Trainer, TrainerConfig
-from trainers.data import DATASETS, image_shape, load_dataset
+from trainers.base import Context, Trainer, TrainerConfig, parameter_columns
+from trainers.data import DATASETS, Batches, image_shape, load_dataset
 
 
 class AutoencoderConfig(TrainerConfig):
@@ -83,9 +83,7 @@ class AutoencoderTrainer(Trainer):
             ).to(self.device)
             for i, (name, w) in enumerate(self.model.linear_layers().items())
         }
-        self.generator = torch.Generator().manual_seed(ctx.seed + 1)
-        self.order = torch.randperm(len(self.train_x), generator=self.generator)
-        self.position = 0
+        self.batches = Batches(len(self.train_x), cfg.batch_size, ctx.seed + 1)
         self._cache: dict[str, torch.Tensor] = {}
 
     def _dataset_field(self, data_dir: Path) -> torch.Tensor:
@@ -105,15 +103,10 @@ class AutoencoderTrainer(Trainer):
 
     @property
     def steps_per_epoch(self) -> int:
-        return -(-len(self.train_x) // self.config.batch_size)
+        return len(self.batches)
 
     def _batch(self) -> torch.Tensor:
-        if self.position >= len(self.order):
-            self.order = torch.randperm(len(self.train_x), generator=self.generator)
-            self.position = 0
-        idx = self.order[self.position : self.position + self.config.batch_size]
-        self.position += self.config.batch_size
-        return self.train_x[idx.to(self.device)]
+        return self.train_x[self.batches.next().to(self.device)]
 
     def loss(self, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
         loss = F.mse_loss(recon, x)
@@ -176,11 +169,7 @@ class AutoencoderTrainer(Trainer):
 
     def probe_columns(self, name: str) -> dict[str, list[int]]:
         if name == "weights":
-            columns, start = {}, 0
-            for pname, p in self.model.named_parameters():
-                columns[pname] = [start, start + p.numel()]
-                start += p.numel()
-            return columns
+            return parameter_columns(self.model)
         if name == "layer_norms":
             return {n: [i, i + 1] for i, n in enumerate(self.model.linear_layers())}
         return {}
@@ -189,9 +178,7 @@ class AutoencoderTrainer(Trainer):
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "order": self.order,
-            "position": self.position,
+            "batches": self.batches.state_dict(),
             "vectors": dict(self.vectors),
         }
 
@@ -200,8 +187,7 @@ class AutoencoderTrainer(Trainer):
         self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:
             group["lr"] = self.config.lr
-        self.generator.set_state(state["generator"])
-        self.order, self.position = state["order"], int(state["position"])
+        self.batches.load_state_dict(state["batches"])
         self.vectors = dict(state["vectors"])
 
     def export(self) -> dict[str, Any]:

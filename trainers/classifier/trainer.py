@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from trainers.base import Context, Trainer, TrainerConfig
+from trainers.base import Context, Trainer, TrainerConfig, parameter_columns
 from trainers.classifier.model import Classifier, ModelConfig
-from trainers.data import DATASETS, image_shape, load_dataset
+from trainers.data import DATASETS, Batches, image_shape, load_dataset
 
 TRAIN_SIZES = {"digits": 1797, "mnist": 60_000, "fashion_mnist": 60_000}
 
@@ -91,20 +91,14 @@ class ClassifierTrainer(Trainer):
             self.optimizer = torch.optim.Adam(
                 self.model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay
             )
-        self.generator = torch.Generator().manual_seed(ctx.seed + 1)
-        self.order = torch.randperm(len(self.train_y), generator=self.generator)
-        self.position = 0
+        self.batches = Batches(len(self.train_y), cfg.batch_size, ctx.seed + 1)
 
     @property
     def steps_per_epoch(self) -> int:
-        return -(-len(self.train_y) // self.config.batch_size)
+        return len(self.batches)
 
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.position >= len(self.order):
-            self.order = torch.randperm(len(self.train_y), generator=self.generator)
-            self.position = 0
-        idx = self.order[self.position : self.position + self.config.batch_size].to(self.device)
-        self.position += self.config.batch_size
+        idx = self.batches.next().to(self.device)
         return self.train_x[idx], self.train_y[idx]
 
     def step(self) -> dict[str, float]:
@@ -142,19 +136,13 @@ class ClassifierTrainer(Trainer):
     def probe_columns(self, name: str) -> dict[str, list[int]]:
         if name not in ("weights", "grads"):
             return {}
-        columns, start = {}, 0
-        for pname, p in self.model.named_parameters():
-            columns[pname] = [start, start + p.numel()]
-            start += p.numel()
-        return columns
+        return parameter_columns(self.model)
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "order": self.order,
-            "position": self.position,
+            "batches": self.batches.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -167,9 +155,7 @@ class ClassifierTrainer(Trainer):
             group["lr"], group["weight_decay"] = opt.lr, opt.weight_decay
             if "momentum" in group:
                 group["momentum"] = opt.momentum
-        self.generator.set_state(state["generator"])
-        self.order = state["order"]
-        self.position = int(state["position"])
+        self.batches.load_state_dict(state["batches"])
 
     def export(self) -> dict[str, Any]:
         return {"model": self.model.state_dict()}

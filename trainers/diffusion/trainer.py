@@ -17,8 +17,8 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, model_validator
 
-from trainers.base import Context, Trainer, TrainerConfig
-from trainers.data import DATASETS, image_shape, load_dataset
+from trainers.base import Context, Trainer, TrainerConfig, parameter_columns
+from trainers.data import DATASETS, Batches, image_shape, load_dataset
 from trainers.diffusion.elbo import elbo
 from trainers.diffusion.forward import ForwardConfig, build_forward
 from trainers.diffusion.sampling import Mode, image_grid, sample
@@ -100,8 +100,10 @@ class DiffusionTrainer(Trainer):
         n = min(cfg.eval_batch, len(self.val_x))
         self.eval_k = torch.randint(1, cfg.forward.K + 1, (n,), generator=eval_gen)
         self.eval_noise = torch.randn(n, *shape, generator=eval_gen)
-        self.order = torch.randperm(len(self.train_x), generator=self.generator)
-        self.position, self.steps = 0, 0
+        self.batches = Batches(
+            len(self.train_x), cfg.batch_size, ctx.seed + 3 + 7919 * self.parallel.rank
+        )
+        self.steps = 0
 
     def load_data(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
         """Training and validation images (N×C×H×W in [0, 1])."""
@@ -111,15 +113,10 @@ class DiffusionTrainer(Trainer):
 
     @property
     def steps_per_epoch(self) -> int:
-        return -(-len(self.train_x) // self.config.batch_size)
+        return len(self.batches)
 
     def _batch(self) -> torch.Tensor:
-        if self.position >= len(self.order):
-            self.order = torch.randperm(len(self.train_x), generator=self.generator)
-            self.position = 0
-        idx = self.order[self.position : self.position + self.config.batch_size]
-        self.position += self.config.batch_size
-        return self.train_x[idx.to(self.device)]
+        return self.train_x[self.batches.next().to(self.device)]
 
     def loss(self, model, x: torch.Tensor, k: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """‖u_{k−1} − (ũ + f(ũ, k))‖² summed over pixels, batch mean, ũ = u_k + σ ε."""
@@ -193,19 +190,14 @@ class DiffusionTrainer(Trainer):
         raise KeyError(name)
 
     def probe_columns(self, name: str) -> dict[str, list[int]]:
-        columns, start = {}, 0
-        for pname, p in self.engine.module.named_parameters():
-            columns[pname] = [start, start + p.numel()]
-            start += p.numel()
-        return columns
+        return parameter_columns(self.engine.module)
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "engine": self.engine.state_dict(),
             "ema": self.ema.state_dict(),
             "generator": self.generator.get_state(),
-            "order": self.order,
-            "position": self.position,
+            "batches": self.batches.state_dict(),
             "steps": self.steps,
             "dropout_rng": torch.get_rng_state(),  # dropout draws from the global generator
         }
@@ -214,7 +206,7 @@ class DiffusionTrainer(Trainer):
         self.engine.load_state_dict(state["engine"])
         self.ema.load_state_dict(state["ema"])
         self.generator.set_state(state["generator"])
-        self.order, self.position = state["order"], int(state["position"])
+        self.batches.load_state_dict(state["batches"])
         self.steps = int(state["steps"])
         torch.set_rng_state(state["dropout_rng"])
 
