@@ -98,3 +98,10 @@ def test_training_lowers_the_loss_and_records_the_spectral_field(tmp_path, kind)
         sizes["layer_norms"]
     )
     assert list((tmp_path / "data" / "spectra").glob("digits-*.pt"))  # the dataset's, cached
+
+
+def test_spectra_defaults_follow_the_dataset_and_yield_to_the_config():
+    assert AutoencoderConfig().spectra.eigenimages == 32
+    assert AutoencoderConfig(dataset="mnist").spectra.eigenimages == 64
+    cfg = AutoencoderConfig.model_validate({"dataset": "mnist", "spectra": {"p": 1}})
+    assert cfg.spectra.eigenimages == 64 and cfg.spectra.p == 1

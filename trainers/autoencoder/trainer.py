@@ -21,13 +21,21 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from trainers.autoencoder import spectra
 from trainers.autoencoder.model import Autoencoder, AutoencoderModel
 from trainers.autoencoder.spectra import SpectraConfig
 from trainers.base import Context, Trainer, TrainerConfig, parameter_columns
 from trainers.data import DATASETS, Batches, image_shape, load_dataset
+
+# Ring geometry and how many eigenimages to follow, per dataset (used where the config's
+# ``spectra`` section leaves a field out).
+SPECTRA_DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": {"eigenimages": 32, "p": 2.0, "half_width": 0.5, "radius_mult": 1.0},
+    "mnist": {"eigenimages": 64, "p": 2.0, "half_width": 0.5, "radius_mult": 1.0},
+    "fashion_mnist": {"eigenimages": 64, "p": 2.0, "half_width": 0.5, "radius_mult": 1.0},
+}
 
 
 class AutoencoderConfig(TrainerConfig):
@@ -40,6 +48,16 @@ class AutoencoderConfig(TrainerConfig):
     spectra: SpectraConfig = SpectraConfig()
     transition_threshold: float = Field(0.5, gt=0)
     spectrum_images: int = Field(2000, ge=2)  # training images whose spectra are followed
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dataset_spectra(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            given = data.get("spectra") or {}
+            if isinstance(given, dict):
+                defaults = SPECTRA_DEFAULTS.get(data.get("dataset", "digits"), {})
+                data = {**data, "spectra": {**defaults, **given}}
+        return data
 
 
 class AutoencoderTrainer(Trainer):
