@@ -49,22 +49,21 @@ class SqlBulkWriter:
 
     def write(self, run_id: str, points: list[Point], tags: dict[str, str]) -> None:
         """Insert ``points`` and set ``tags`` in one transaction (all or nothing)."""
-        rows, latest = [], {}
-        for key, value, timestamp, step in points:
-            if key not in self._known:
-                self._validate(key)
-                self._known.add(key)
-            value = float(value)
-            is_nan = value != value
-            if is_nan:
-                value = 0.0
-            elif math.isinf(value):  # as MLflow stores ±inf
-                value = FLOAT_MAX if value > 0 else -FLOAT_MAX
-            row = (key, value, timestamp, step, is_nan, run_id)
-            rows.append(row)
-            best = latest.get(key)
-            if best is None or (step, timestamp, value) > (best[3], best[2], best[1]):
-                latest[key] = row
+        unseen = {p[0] for p in points} - self._known
+        for key in unseen:
+            self._validate(key)
+        self._known |= unseen
+        values = [float(p[1]) for p in points]
+        if all(map(math.isfinite, values)):  # the common case, without per-point branches
+            rows = [(k, v, ts, s, False, run_id) for (k, _, ts, s), v in zip(points, values)]
+        else:
+            rows = [(k, *_stored(v), ts, s, run_id) for (k, _, ts, s), v in zip(points, values)]
+            rows = [(k, v, ts, s, nan, run) for k, v, nan, ts, s, run in rows]
+        latest: dict[str, tuple] = {}
+        for row in rows:  # MLflow's order: step, then timestamp, then value
+            best = latest.get(row[0])
+            if best is None or (row[3], row[2], row[1]) > (best[3], best[2], best[1]):
+                latest[row[0]] = row
         with self.store.ManagedSessionMaker(read_only=False) as session:
             if rows:
                 session.connection().exec_driver_sql(self.sql, rows)
@@ -77,6 +76,13 @@ class SqlBulkWriter:
                 self.store._update_latest_metrics_if_necessary(newest, session)
             for key, value in tags.items():
                 session.merge(self.SqlTag(key=key, value=value, run_uuid=run_id))
+
+
+def _stored(value: float) -> tuple[float, bool]:
+    """(value, is_nan) as MLflow stores a float: NaN as 0 with the flag, ±inf clamped."""
+    if value != value:
+        return 0.0, True
+    return max(min(value, FLOAT_MAX), -FLOAT_MAX), False
 
 
 def bulk_writer(uri: str) -> SqlBulkWriter | None:

@@ -66,6 +66,7 @@ class TrialRun:
         self._points = 0  # metric values in _pending
         self._cond = threading.Condition()
         self._inflight = 0
+        self._urgent = False  # flush() asked: send what is queued without waiting
         self._error: BaseException | None = None
         self._closed = False
         self._sender = threading.Thread(
@@ -156,22 +157,31 @@ class TrialRun:
     def flush(self) -> None:
         """Send every queued point now and wait until the store has them."""
         with self._cond:
+            self._urgent = True
             self._cond.notify_all()
             while (self._pending or self._inflight) and self._error is None:
                 self._cond.wait(0.05)
-                self._cond.notify_all()
         if self._error is not None:
             error, self._error = self._error, None
             raise RuntimeError(f"logging metrics to {self.uri} failed: {error}") from error
 
     def _send_loop(self) -> None:
+        last_sent = time.monotonic()
         while True:
             with self._cond:
-                if not self._pending and not self._closed:
-                    self._cond.wait(SEND_EVERY_S)
+                # Wait for a full batch, a second since the last send, or a flush/close:
+                # sending each step's few points at once would cost a transaction per step.
+                while not (self._urgent or self._closed or self._points >= self._batch_max):
+                    remaining = SEND_EVERY_S - (time.monotonic() - last_sent)
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
                 if not self._pending:
+                    self._urgent = False
+                    self._cond.notify_all()
                     if self._closed:
                         return
+                    last_sent = time.monotonic()
                     continue
                 taken, watermark = self._take()
                 self._inflight += 1
@@ -182,6 +192,7 @@ class TrialRun:
                 with self._cond:
                     self._error = exc
             finally:
+                last_sent = time.monotonic()
                 with self._cond:
                     self._inflight -= 1
                     self._cond.notify_all()
