@@ -261,20 +261,10 @@ class ELBO:
         self.images, self.seed, self.data_dir = images, seed, data_dir
 
     def fit(self, checkpoint: dict[str, Any]) -> StepResult:
-        from trainers.diffusion.elbo import elbo
-
         with tempfile.TemporaryDirectory() as tmp:
             trainer = _diffusion(checkpoint, self.data_dir, Path(tmp))
         cfg = trainer.config
-        terms = elbo(
-            trainer.ema,
-            trainer.forward,
-            trainer.val_x[: self.images],
-            trainer.train_x,
-            cfg.sigma,
-            cfg.delta,
-            torch.Generator().manual_seed(self.seed),
-        )
+        terms = trainer.elbo(trainer.val_x[: self.images], self.seed)
         metrics = {
             "nats": terms.total,
             "bits_per_dim": terms.bits_per_dim,

@@ -162,5 +162,6 @@ def main() -> None:
         f"(goal: >= 50,000 points/s, <= 2 %)"
     )
 
+
 if __name__ == "__main__":
     main()

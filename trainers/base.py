@@ -85,8 +85,12 @@ class Trainer(ABC):
 
         ``configs`` covers every value of the search space. Raise a ``DataError`` naming the
         file or dataset when something is missing, so the sweep fails before any trial runs.
+        By default: load (download once) every ``dataset`` the configs name.
         """
-        return None
+        from trainers.data import load_dataset
+
+        for name in sorted({c.dataset for c in configs if hasattr(c, "dataset")}):
+            load_dataset(name, data_dir, 0.2, 0)
 
     @classmethod
     def probe_sizes(cls, config: TrainerConfig) -> dict[str, dict[str, int]]:

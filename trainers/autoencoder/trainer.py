@@ -66,11 +66,6 @@ class AutoencoderTrainer(Trainer):
     config: AutoencoderConfig
 
     @classmethod
-    def prepare(cls, configs: list[AutoencoderConfig], data_dir: Path) -> None:
-        for name in sorted({c.dataset for c in configs}):
-            load_dataset(name, data_dir, 0.2, 0)
-
-    @classmethod
     def probe_sizes(cls, config: AutoencoderConfig) -> dict[str, dict[str, int]]:
         shape = image_shape(config.dataset)
         rings = len(spectra.ring_masks(shape[1:], config.spectra))

@@ -8,7 +8,6 @@ output on a fixed probe batch of validation images).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -43,11 +42,6 @@ class ClassifierTrainer(Trainer):
     probes = ("weights", "grads", "activations")
 
     config: ClassifierConfig
-
-    @classmethod
-    def prepare(cls, configs: list[ClassifierConfig], data_dir: Path) -> None:
-        for name in sorted({c.dataset for c in configs}):
-            load_dataset(name, data_dir, 0.2, 0)  # downloads once; offline: a clear DataError
 
     @classmethod
     def probe_sizes(cls, config: ClassifierConfig) -> dict[str, dict[str, int]]:

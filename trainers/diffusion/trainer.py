@@ -66,11 +66,6 @@ class DiffusionTrainer(Trainer):
     config: DiffusionConfig
 
     @classmethod
-    def prepare(cls, configs: list[DiffusionConfig], data_dir: Path) -> None:
-        for name in sorted({c.dataset for c in configs}):
-            load_dataset(name, data_dir, 0.2, 0)
-
-    @classmethod
     def probe_sizes(cls, config: DiffusionConfig) -> dict[str, dict[str, int]]:
         with torch.device("meta"):
             model = UNet(config.model, image_shape(config.dataset)[0])
@@ -153,17 +148,15 @@ class DiffusionTrainer(Trainer):
         k, eps = self.eval_k.to(self.device), self.eval_noise.to(self.device)
         metrics = {"val/loss": float(self.loss(self.ema, x, k, eps))}
         if cfg.elbo_images:
-            terms = elbo(
-                self.ema,
-                self.forward,
-                self.val_x[: cfg.elbo_images],
-                self.train_x,
-                cfg.sigma,
-                cfg.delta,
-                torch.Generator().manual_seed(0),
-            )
+            terms = self.elbo(self.val_x[: cfg.elbo_images])
             metrics["val/elbo_bpd"] = terms.bits_per_dim
         return metrics
+
+    def elbo(self, x: torch.Tensor, seed: int = 0):
+        """The negative ELBO terms of images ``x`` under the EMA model."""
+        cfg = self.config
+        gen = torch.Generator().manual_seed(seed)
+        return elbo(self.ema, self.forward, x, self.train_x, cfg.sigma, cfg.delta, gen)
 
     def sample(self, n: int, mode: Mode = "random", seed: int = 0):
         """``n`` samples of the EMA model (see :func:`trainers.diffusion.sampling.sample`)."""

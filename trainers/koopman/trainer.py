@@ -63,6 +63,7 @@ class KoopmanTrainer(Trainer):
 
     @classmethod
     def prepare(cls, configs: list[KoopmanConfig], data_dir: Path) -> None:
+        super().prepare(configs, data_dir)
         for c in configs:  # trains and caches each oracle once, before any trial starts
             oracle(c.dataset, data_dir, c.oracle_steps)
 
