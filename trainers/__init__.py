@@ -16,6 +16,7 @@ TRAINERS: dict[str, str] = {
     "diffusion": "trainers.diffusion.trainer:DiffusionTrainer",
     "autoencoder": "trainers.autoencoder.trainer:AutoencoderTrainer",
     "koopman": "trainers.koopman.trainer:KoopmanTrainer",
+    "paths": "trainers.paths.trainer:PathsTrainer",
 }
 
 

@@ -1,0 +1,78 @@
+"""Bezier curves in weight space and the paths trainer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dynsweep.errors import DataError
+from trainers.local import LocalContext
+from trainers.loop import LoopConfig, StopRule, fit
+from trainers.paths import bezier
+from trainers.paths.data import csv_regression, diabetes, toy_regression
+from trainers.paths.trainer import PathsConfig, PathsTrainer
+
+
+def test_derivatives_match_finite_differences():
+    theta = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    t = torch.tensor([0.0, 0.2, 0.5, 0.9, 1.0], dtype=torch.float64)
+    h = 1e-6
+    for nth, fn in [
+        (1, lambda s: bezier.point(theta, s)),
+        (2, lambda s: bezier.derivative(theta, s)),
+    ]:
+        inner = t.clamp(h, 1 - h)
+        numeric = (fn(inner + h) - fn(inner - h)) / (2 * h)
+        assert torch.allclose(bezier.derivative(theta, inner, nth), numeric, atol=1e-5)
+    assert torch.allclose(bezier.point(theta, t[[0, -1]]), theta[[0, -1]])  # end points
+
+
+def test_arc_length_parameters_space_points_equally_on_a_curve_with_uneven_speed():
+    # A quadratic on the x axis whose speed varies tenfold: uniform t bunches the points.
+    theta = torch.tensor([[0.0, 0.0], [0.05, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    xs = bezier.point(theta, bezier.arc_length_t(theta, 10))[:, 0]
+    assert torch.allclose(xs, (torch.arange(10, dtype=torch.float64) + 0.5) / 10, atol=1e-4)
+    uneven = bezier.point(theta, (torch.arange(10, dtype=torch.float64) + 0.5) / 10)[:, 0]
+    assert uneven.diff().std() > 0.01
+
+
+def test_curve_metrics_on_a_line_and_bounds_on_a_random_curve():
+    line = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])
+    m = bezier.metrics(line)
+    assert m["length"] == pytest.approx(8**0.5, rel=1e-6)
+    assert m["chord"] == pytest.approx(m["length"]) and m["polygon"] == pytest.approx(m["length"])
+    assert m["mean_curvature"] == pytest.approx(0, abs=1e-6)
+    curve = bezier.metrics(torch.randn(4, 6, generator=torch.Generator().manual_seed(2)))
+    assert curve["chord"] <= curve["length"] <= curve["polygon"] + 1e-9
+    assert curve["mean_curvature"] > 0
+
+
+def test_regression_datasets_split_70_10_20_and_standardise(tmp_path):
+    for splits in (toy_regression(0), diabetes(0)):
+        n = {k: len(v[0]) for k, v in splits.items()}
+        total = sum(n.values())
+        assert n["train"] == int(0.7 * total) and n["val"] == int(0.1 * total)
+        x, y = splits["train"]
+        assert torch.allclose(x.mean(0), torch.zeros(x.shape[1]), atol=1e-5)
+    x = toy_regression(0, n=200)["train"][0]
+    assert x.shape[1] == 3  # [x, x², x³]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,x\n")
+    with pytest.raises(DataError, match="bad.csv"):
+        csv_regression(bad)
+    good = tmp_path / "good.csv"
+    good.write_text("a,b,c\n" + "\n".join(f"{i},{i * 2},{i * 3 + 1}" for i in range(50)))
+    assert csv_regression(good)["train"][0].shape == (35, 2)
+
+
+@pytest.mark.parametrize("uniform_t", [False, True])
+def test_a_short_run_lowers_the_loss_and_keeps_the_best_curve(tmp_path, uniform_t):
+    cfg = PathsConfig(order=3, width=8, uniform_t=uniform_t, lr=0.02)
+    ctx = LocalContext(tmp_path)
+    fit(PathsTrainer(cfg), ctx, LoopConfig(eval_every=50), StopRule(iterations=150))
+    vals = [m["val/loss"] for _, m in ctx.metrics if "val/loss" in m]
+    assert vals[-1] < vals[0]
+    last = ctx.metrics[-1][1]
+    assert last["val/best_loss"] == pytest.approx(min(vals))
+    assert last["val/path_polygon"] >= last["val/path_length"] >= last["val/path_chord"]
+    assert ctx.export["theta"].shape[0] == 4

@@ -1,0 +1,75 @@
+"""Bezier curves through weight space: b(t) = Σ_k C(K, k) t^k (1 − t)^{K−k} θ_k, t ∈ [0, 1].
+
+Control points are the rows of θ ((K+1)×P). Everything here is batched over ``t`` and
+differentiable in θ.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def bernstein(t: torch.Tensor, order: int) -> torch.Tensor:
+    """B_{k,K}(t) for k = 0..K: len(t)×(K+1)."""
+    k = torch.arange(order + 1, dtype=t.dtype, device=t.device)
+    binom = torch.tensor([math.comb(order, int(i)) for i in k], dtype=t.dtype, device=t.device)
+    t = t[:, None]
+    return binom * t**k * (1 - t) ** (order - k)
+
+
+def point(theta: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """b(t): len(t)×P."""
+    return bernstein(t, len(theta) - 1) @ theta
+
+
+def derivative(theta: torch.Tensor, t: torch.Tensor, nth: int = 1) -> torch.Tensor:
+    """The ``nth`` derivative b^(n)(t): a Bezier curve of order K − n over the n-th forward
+    differences of the control points, times K!/(K−n)!."""
+    order = len(theta) - 1
+    if nth > order:
+        return torch.zeros(len(t), theta.shape[1], dtype=theta.dtype, device=theta.device)
+    diffs = theta
+    for _ in range(nth):
+        diffs = diffs[1:] - diffs[:-1]
+    return math.perm(order, nth) * point(diffs, t)
+
+
+def speed(theta: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return derivative(theta, t).norm(dim=1)
+
+
+def arc_length_t(theta: torch.Tensor, n: int, grid: int = 2049) -> torch.Tensor:
+    """``n`` parameters t whose points are equally spaced in arc length along the curve
+    (midpoints of n equal arc-length cells), by inverting the cumulative length on a grid."""
+    ts = torch.linspace(0, 1, grid, dtype=theta.dtype, device=theta.device)
+    v = speed(theta.detach(), ts)
+    cumulative = torch.cat(
+        [v.new_zeros(1), torch.cumsum((v[1:] + v[:-1]) / 2 * (ts[1] - ts[0]), 0)]
+    )
+    targets = (torch.arange(n, dtype=theta.dtype, device=theta.device) + 0.5) / n * cumulative[-1]
+    idx = torch.searchsorted(cumulative, targets).clamp(1, grid - 1)
+    lo, hi = cumulative[idx - 1], cumulative[idx]
+    frac = (targets - lo) / (hi - lo).clamp_min(1e-30)
+    return ts[idx - 1] + frac * (ts[idx] - ts[idx - 1])
+
+
+def metrics(theta: torch.Tensor, grid: int = 1025) -> dict[str, float]:
+    """Length ∫‖b′‖, chord ‖θ_K − θ_0‖, control-polygon bound Σ‖θ_{k+1} − θ_k‖ (≥ length) and
+    mean curvature (∫ κ ds / length, κ = √(‖b′‖²‖b″‖² − (b′·b″)²) / ‖b′‖³)."""
+    with torch.no_grad():
+        t = torch.linspace(0, 1, grid, dtype=torch.float64, device=theta.device)
+        th = theta.double()
+        d1, d2 = derivative(th, t), derivative(th, t, 2)
+        v = d1.norm(dim=1)
+        cross = ((v**2) * (d2**2).sum(1) - (d1 * d2).sum(1) ** 2).clamp_min(0).sqrt()
+        kappa = cross / v.clamp_min(1e-30) ** 3
+        length = float(torch.trapezoid(v, t))
+        bending = float(torch.trapezoid(kappa * v, t))
+        return {
+            "length": length,
+            "chord": float((th[-1] - th[0]).norm()),
+            "polygon": float((th[1:] - th[:-1]).norm(dim=1).sum()),
+            "mean_curvature": bending / length if length > 0 else 0.0,
+        }
