@@ -17,6 +17,7 @@ TRAINERS: dict[str, str] = {
     "autoencoder": "trainers.autoencoder.trainer:AutoencoderTrainer",
     "koopman": "trainers.koopman.trainer:KoopmanTrainer",
     "paths": "trainers.paths.trainer:PathsTrainer",
+    "subspace": "trainers.paths.subspace_trainer:SubspaceTrainer",
 }
 
 

@@ -76,3 +76,61 @@ def test_a_short_run_lowers_the_loss_and_keeps_the_best_curve(tmp_path, uniform_
     assert last["val/best_loss"] == pytest.approx(min(vals))
     assert last["val/path_polygon"] >= last["val/path_length"] >= last["val/path_chord"]
     assert ctx.export["theta"].shape[0] == 4
+
+
+def test_subspace_reconstructs_the_control_points():
+    from trainers.paths.sampling import Subspace
+
+    theta = torch.randn(4, 50, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    sub = Subspace.from_control_points(theta)
+    assert sub.basis.shape == (3, 50)
+    assert torch.allclose(sub.basis @ sub.basis.T, torch.eye(3, dtype=torch.float64), atol=1e-10)
+    assert torch.allclose(sub.weights(sub.coords(theta)), theta, atol=1e-10)
+
+
+def test_nuts_recovers_a_gaussian_with_converged_chains():
+    from trainers.paths.sampling import diagnostics, run_chains
+
+    mean = torch.tensor([1.0, -2.0])
+    cov = torch.tensor([[1.0, 0.8], [0.8, 2.0]])
+    precision = torch.linalg.inv(cov)
+
+    def potential(q):
+        d = q - mean
+        return 0.5 * d @ precision @ d
+
+    draws = run_chains(potential, torch.zeros(2), chains=2, warmup=200, draws=800, seed=0)
+    flat = draws.reshape(-1, 2)
+    assert torch.allclose(flat.mean(0), mean, atol=0.2)
+    assert torch.allclose(torch.cov(flat.T), cov, atol=0.3)
+    log_lik = -0.5 * (draws[..., :1] - mean[0]) ** 2  # any pointwise log-likelihood
+    assert diagnostics(draws, log_lik)["rhat_max"] < 1.1
+
+
+@pytest.mark.parametrize("space", ["line", "varphi"])
+def test_subspace_sampling_around_a_trained_path(tmp_path, space):
+    from trainers.paths.subspace_trainer import SubspaceConfig, SubspaceTrainer
+
+    cfg = PathsConfig(order=2, width=8)
+    ctx = LocalContext(tmp_path / "path")
+    fit(PathsTrainer(cfg), ctx, LoopConfig(eval_every=100), StopRule(iterations=100))
+    model = tmp_path / "model.pt"
+    header = {"trainer": "paths", "config": cfg.model_dump(mode="json"), "seed": 0}
+    torch.save({**header, "step": 100, "state": ctx.export}, model)
+
+    sub = SubspaceConfig(path_model=str(model), space=space, chains=2, warmup=20, draws=30)
+    sctx = LocalContext(tmp_path / space)
+    fit(SubspaceTrainer(sub), sctx, LoopConfig(eval_every=10**6), StopRule(iterations=100))
+    final = sctx.metrics[-1][1]
+    assert final["val/chains_done"] == 2
+    assert sctx.export["samples"].shape[:2] == (2, 30)
+    for key in ("val/rhat_max", "val/ess_bulk_min", "val/lppd", "val/elpd_loo", "val/rmse"):
+        assert key in final and final[key] == final[key]  # present, not NaN
+    assert final["val/grad_evals"] >= 100
+
+
+def test_subspace_names_a_missing_path_model(tmp_path):
+    from trainers.paths.subspace_trainer import SubspaceConfig, SubspaceTrainer
+
+    with pytest.raises(DataError, match="config.path_model"):
+        SubspaceTrainer.prepare([SubspaceConfig(path_model=str(tmp_path / "nope.pt"))], tmp_path)

@@ -84,18 +84,24 @@ class PathsTrainer(Trainer):
             start += n
         return params
 
+    def predict(self, flat: torch.Tensor, part: str) -> torch.Tensor:
+        """The network with flat weights ``flat`` on split ``part``: N×1."""
+        return functional_call(self.template, self._unflatten(flat), (self.data[part][0],))
+
+    def log_likelihood(self, flat: torch.Tensor, part: str, log_scale=None) -> torch.Tensor:
+        """Pointwise Gaussian log-likelihood of split ``part`` under weights ``flat``: N."""
+        log_scale = self.log_scale if log_scale is None else log_scale
+        y = self.data[part][1]
+        resid = (y - self.predict(flat, part)).flatten()
+        return -0.5 * (math.log(2 * math.pi) + 2 * log_scale + resid**2 / torch.exp(2 * log_scale))
+
     def nll(self, t: torch.Tensor, part: str, theta=None, log_scale=None) -> torch.Tensor:
         """Gaussian NLL per point of the curve at ``t`` on split ``part``: len(t)."""
         theta = self.theta if theta is None else theta
         log_scale = self.log_scale if log_scale is None else log_scale
-        x, y = self.data[part]
-        out = []
-        for flat in bezier.point(theta, t):
-            pred = functional_call(self.template, self._unflatten(flat), (x,))
-            var = torch.exp(2 * log_scale)
-            nll = 0.5 * (math.log(2 * math.pi) + 2 * log_scale + (y - pred) ** 2 / var)
-            out.append(nll.mean())
-        return torch.stack(out)
+        return torch.stack(
+            [-self.log_likelihood(flat, part, log_scale).mean() for flat in bezier.point(theta, t)]
+        )
 
     def step(self) -> dict[str, float]:
         cfg = self.config
