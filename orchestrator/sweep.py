@@ -226,6 +226,7 @@ def run(
         tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or spec.tracking.uri
     )
     tracking.check_reachable(uri)
+    spec = _with_references(spec, uri)
     prepare_data(spec)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     sweep_dir = (Path(spec.storage) / f"{spec.name}-{stamp}").resolve()
@@ -249,6 +250,18 @@ def run(
     )
     _write_manifest(sweep_dir, setup)
     return _execute(setup, sweep_dir, restore=False)
+
+
+def _with_references(spec: ExperimentSpec, uri: str) -> ExperimentSpec:
+    """Replace ``run:ID/ARTIFACT`` references in the config by local paths (see
+    :mod:`orchestrator.references`)."""
+    from orchestrator import references
+
+    raw = spec.model_dump(mode="json")
+    resolved = references.resolve(raw["config"], uri)
+    if resolved == raw["config"]:
+        return spec
+    return ExperimentSpec.model_validate({**raw, "config": resolved})
 
 
 def prepare_data(spec: ExperimentSpec) -> None:

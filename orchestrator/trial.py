@@ -79,6 +79,9 @@ class TrialContext:
     latest: dict[str, float] = field(default_factory=dict)
     closed: bool = False  # the run was ended by this trial (the driver need not check)
     parallel: Parallel = field(default_factory=Parallel)
+    # The sweep's metric(s): Tune requires them in every report, so one that a trainer only
+    # produces later (e.g. at the end) is reported as NaN until then.
+    required: tuple[str, ...] = ()
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         if self.run is not None:
@@ -104,6 +107,8 @@ class TrialContext:
             "mlflow_run_id": self.header["run_id"],
             "mlflow_run_closed": self.closed,
         }
+        for key in self.required:
+            result.setdefault(key, float("nan"))
         if checkpoint is None:
             self._send(result, None)
             return
@@ -208,6 +213,7 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
 def train(trainer, ctx: TrialContext, spec: ExperimentSpec, resume, attempt: int) -> None:
     """Run the loop in ``ctx``; on failure end the run (rank 0) with the right status."""
     run = ctx.run
+    ctx.required = (spec.metric, *(spec.search.objectives or {}))
     loop = spec.loop if ctx.parallel.chief else spec.loop.model_copy(update={"record": ()})
     try:
         fit(trainer, ctx, loop, spec.stop, resume=resume, attempt=attempt)

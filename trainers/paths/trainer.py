@@ -13,6 +13,7 @@ and exported.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -52,6 +53,12 @@ class PathsTrainer(Trainer):
     Config = PathsConfig
     probes = ("control_points",)
     config: PathsConfig
+
+    @classmethod
+    def prepare(cls, configs: list[PathsConfig], data_dir: Path) -> None:
+        for c in configs:  # toy and diabetes need nothing; a CSV must be there and readable
+            if c.dataset == "csv":
+                csv_regression(c.csv_path)
 
     def setup(self, ctx: Context) -> None:
         cfg = self.config
