@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from dynsweep.errors import TrialFailure
-from trainers.diffusion.elbo import elbo
 from trainers.diffusion.forward import (
     FORWARD_PROCESSES,
     ForwardConfig,
@@ -142,15 +141,7 @@ def test_sampling_modes_have_their_defining_property(trained):
 def test_elbo_terms_are_finite_and_tied_to_the_training_loss(trained):
     cfg = trained.config
     x = trained.val_x[:64]
-    terms = elbo(
-        trained.ema,
-        trained.forward,
-        x,
-        trained.train_x,
-        cfg.sigma,
-        cfg.delta,
-        torch.Generator().manual_seed(0),
-    )
+    terms = trained.elbo(x, seed=0)
     values = [terms.prior, terms.data, *terms.levels]
     assert all(math.isfinite(v) for v in values)
     assert len(terms.levels) == cfg.forward.K - 1 and len(terms.mse) == cfg.forward.K
@@ -173,15 +164,7 @@ def test_untrained_identity_model_has_the_analytic_level_error(tmp_path):
     trainer = DiffusionTrainer(cfg)
     trainer.setup(LocalContext(tmp_path))
     x = trainer.val_x[:200]
-    terms = elbo(
-        trainer.ema,
-        trainer.forward,
-        x,
-        trainer.train_x,
-        cfg.sigma,
-        cfg.delta,
-        torch.Generator().manual_seed(0),
-    )
+    terms = trainer.elbo(x, seed=0)
     assert terms.mse == pytest.approx([cfg.sigma**2 * 64] * 4, rel=0.1)
 
 
