@@ -107,7 +107,7 @@ def test_nuts_recovers_a_gaussian_with_converged_chains():
     assert diagnostics(draws, log_lik)["rhat_max"] < 1.1
 
 
-@pytest.mark.parametrize("space", ["line", "varphi"])
+@pytest.mark.parametrize("space", ["line", "varphi", "lambda"])
 def test_subspace_sampling_around_a_trained_path(tmp_path, space):
     from trainers.paths.subspace_trainer import SubspaceConfig, SubspaceTrainer
 
@@ -134,3 +134,35 @@ def test_subspace_names_a_missing_path_model(tmp_path):
 
     with pytest.raises(DataError, match="config.path_model"):
         SubspaceTrainer.prepare([SubspaceConfig(path_model=str(tmp_path / "nope.pt"))], tmp_path)
+
+
+def test_rotation_minimising_frame_keeps_the_binormal_of_a_planar_curve():
+    from trainers.paths.sampling import rotation_minimising_frame
+
+    # A planar curve in 3-D (the xy-plane): the frame vector along z must stay along z.
+    t = torch.linspace(0, 1, 200, dtype=torch.float64)
+    pts = torch.stack([torch.cos(3 * t), torch.sin(3 * t), torch.zeros_like(t)], 1)
+    tangents = torch.stack([-torch.sin(3 * t), torch.cos(3 * t), torch.zeros_like(t)], 1)
+    frames = rotation_minimising_frame(pts, tangents)
+    gram = frames @ frames.transpose(1, 2)
+    assert torch.allclose(gram, torch.eye(2, dtype=torch.float64).expand_as(gram), atol=1e-8)
+    assert (frames @ tangents[:, :, None]).abs().max() < 1e-3  # ⊥ the tangent
+    z = frames[:, :, 2].abs().max(1).values
+    assert torch.allclose(z, torch.ones_like(z), atol=1e-6)  # one normal stays along z
+
+
+def test_lambda_space_with_zero_offset_lies_on_the_curve():
+    from trainers.paths.sampling import parametrisation
+
+    theta = torch.randn(4, 30, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    dim, weights, log_prior = parametrisation("lambda", theta, 1.0, tube_scale=0.5)
+    assert dim == 3  # (t, ξ_1, ξ_2) around a cubic curve in its 3-D subspace
+    for s in (-2.0, 0.0, 1.5):
+        q = torch.tensor([s, 0.0, 0.0], dtype=torch.float64)
+        on_curve = bezier.point(theta, torch.sigmoid(q[:1]))[0]
+        assert torch.allclose(weights(q), on_curve, atol=1e-8)
+        assert torch.isfinite(log_prior(q))
+    off = weights(torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
+    assert float((off - weights(torch.zeros(3, dtype=torch.float64))).norm()) == pytest.approx(
+        0.5, rel=1e-6
+    )  # a unit ξ moves the tube scale away from the curve

@@ -27,7 +27,8 @@ from trainers.paths.trainer import PathsConfig, PathsTrainer
 
 class SubspaceConfig(TrainerConfig):
     path_model: str = ""  # model/model.pt of a finished ``paths`` run
-    space: Literal["line", "varphi", "fullspace"] = "varphi"
+    space: Literal["line", "varphi", "lambda", "fullspace"] = "varphi"
+    tube_scale: float = Field(0.1, gt=0)  # lambda: radius of a unit offset from the curve
     temperature: float = Field(1.0, gt=0)
     prior_scale: float = Field(1.0, gt=0)
     chains: int = Field(2, ge=1)
@@ -53,7 +54,7 @@ class SubspaceTrainer(Trainer):
         self.theta = state["theta"].to(ctx.device)
         self.log_scale = state["log_scale"].to(ctx.device)
         self.dim, self.weights, self.log_prior = sampling.parametrisation(
-            cfg.space, self.theta, cfg.prior_scale
+            cfg.space, self.theta, cfg.prior_scale, cfg.tube_scale
         )
         self.seed = ctx.seed
         self.samples: list[torch.Tensor] = []  # finished chains, draws × dim each
@@ -69,8 +70,8 @@ class SubspaceTrainer(Trainer):
     def _start(self) -> torch.Tensor:
         cfg = self.config
         gen = torch.Generator().manual_seed(self.seed * 100 + len(self.samples))
-        if cfg.space == "line":
-            return torch.randn(1, generator=gen)
+        if cfg.space in ("line", "lambda"):  # around the middle of the curve
+            return 0.1 * torch.randn(self.dim, generator=gen)
         if cfg.space == "varphi":  # around the curve's own coordinates
             sub = sampling.Subspace.from_control_points(self.theta)
             middle = sub.coords(self.theta).mean(0)
