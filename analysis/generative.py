@@ -40,18 +40,13 @@ class ClassifierFeatures(nn.Module):
 
     def __init__(self, checkpoint: dict[str, Any]) -> None:
         super().__init__()
-        from trainers.classifier.model import Classifier, ModelConfig
+        from trainers.classifier.cached import load_classifier
         from trainers.data import image_shape
 
-        config = checkpoint["config"]
-        state = checkpoint["state"]["model"]
-        classes = next(v for k, v in reversed(state.items()) if k.endswith("bias")).numel()
-        self.shape = image_shape(config["dataset"])
-        self.model = Classifier(ModelConfig.model_validate(config["model"]), self.shape, classes)
-        self.model.load_state_dict(state)
-        self.model.eval()
+        self.model = load_classifier(checkpoint)
+        self.shape = image_shape(checkpoint["config"]["dataset"])
         digest = hashlib.sha256()
-        for v in state.values():
+        for v in checkpoint["state"]["model"].values():
             digest.update(v.detach().cpu().numpy().tobytes())
         self.name = f"classifier-{digest.hexdigest()[:12]}"
 
@@ -97,13 +92,9 @@ def build_extractor(
 def auto_classifier(dataset: str, data_dir: str, steps: int = 600) -> Path:
     """A ``classifier`` run's model.pt for ``dataset`` (MLP 256-128, Adam), trained once with
     dynsweep's classifier trainer and cached, so FID needs no network and no prior sweep."""
-    from trainers.classifier.trainer import ClassifierConfig, ClassifierTrainer
-    from trainers.local import LocalContext
-    from trainers.loop import LoopConfig, StopRule, fit
+    from trainers.classifier.cached import trained_classifier
+    from trainers.classifier.trainer import ClassifierConfig
 
-    path = cache_dir() / "extractors" / f"{dataset}-classifier-{steps}.pt"
-    if path.exists():
-        return path
     config = ClassifierConfig.model_validate(
         {
             "dataset": dataset,
@@ -111,16 +102,7 @@ def auto_classifier(dataset: str, data_dir: str, steps: int = 600) -> Path:
             "optimizer": {"name": "adam", "lr": 1e-3},
         }
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        ctx = LocalContext(Path(tmp), seed=0, data_dir=Path(data_dir))
-        fit(
-            ClassifierTrainer(config), ctx, LoopConfig(eval_every=steps), StopRule(iterations=steps)
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    header = {"trainer": "classifier", "config": config.model_dump(mode="json"), "seed": 0}
-    torch.save({**header, "step": steps, "state": ctx.export}, path.with_suffix(".tmp"))
-    os.replace(path.with_suffix(".tmp"), path)
-    return path
+    return trained_classifier(config, steps, cache_dir() / "extractors", Path(data_dir))
 
 
 def _load_model(ref: str) -> dict[str, Any]:
@@ -168,11 +150,8 @@ def statistics(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def fid_between(a: torch.Tensor, b: torch.Tensor, extractor, resize, batch_size=250) -> float:
     """FID between two image sets (N×C×H×W in [0, 1])."""
 
-    def chunks(x: torch.Tensor) -> Iterator[torch.Tensor]:
-        return iter(x.split(batch_size))
-
-    fa = features(chunks(a), len(a), batch_size, extractor, resize)
-    fb = features(chunks(b), len(b), batch_size, extractor, resize)
+    fa = features(iter(a.split(batch_size)), len(a), batch_size, extractor, resize)
+    fb = features(iter(b.split(batch_size)), len(b), batch_size, extractor, resize)
     return float(cleanfid.frechet_distance(*statistics(fa), *statistics(fb)))
 
 

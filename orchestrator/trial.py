@@ -156,9 +156,6 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
     seed = int(params["seed"])
     context = tune.get_context()
     trial_id = context.get_trial_id()
-    # Scratch space for trajectory chunks and the final model before they go to MLflow; not
-    # the Tune trial folder, which Tune copies to its storage (that would store them twice).
-    workdir = Path(tempfile.mkdtemp(prefix=f"dynsweep-{trial_id}-"))
 
     flat = {**flatten(resolved, "config"), "seed": str(seed), "trainer": spec.trainer}
     run = TrialRun.open(
@@ -206,6 +203,9 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
     device = torch.device(
         "cuda" if spec.resources.gpus > 0 and torch.cuda.is_available() else "cpu"
     )
+    # Scratch space for trajectory chunks and the final model before they go to MLflow; not
+    # the Tune trial folder, which Tune copies to its storage (that would store them twice).
+    workdir = Path(tempfile.mkdtemp(prefix=f"dynsweep-{trial_id}-"))
     ctx = TrialContext(run, seed, workdir, Path(setup.data_dir), header, device)
     train(trainer_cls(config), ctx, spec, resume, attempt)
 

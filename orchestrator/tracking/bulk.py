@@ -45,7 +45,7 @@ class SqlBulkWriter:
         self._validate = _validate_metric_name
         self._known: set[str] = set()
         for name in ("ManagedSessionMaker", "_update_latest_metrics_if_necessary"):
-            getattr(store, name)
+            getattr(store, name)  # AttributeError now (→ log_batch) rather than mid-trial
 
     def write(self, run_id: str, points: list[Point], tags: dict[str, str]) -> None:
         """Insert ``points`` and set ``tags`` in one transaction (all or nothing)."""
@@ -57,8 +57,10 @@ class SqlBulkWriter:
         if all(map(math.isfinite, values)):  # the common case, without per-point branches
             rows = [(k, v, ts, s, False, run_id) for (k, _, ts, s), v in zip(points, values)]
         else:
-            rows = [(k, *_stored(v), ts, s, run_id) for (k, _, ts, s), v in zip(points, values)]
-            rows = [(k, v, ts, s, nan, run) for k, v, nan, ts, s, run in rows]
+            rows = []
+            for (k, _, ts, s), v in zip(points, values):
+                stored, is_nan = _stored(v)
+                rows.append((k, stored, ts, s, is_nan, run_id))
         latest: dict[str, tuple] = {}
         for row in rows:  # MLflow's order: step, then timestamp, then value
             best = latest.get(row[0])

@@ -11,6 +11,7 @@ from pydantic import Field
 from torch import nn
 
 from trainers.base import TrainerConfig
+from trainers.nets import mlp
 
 
 class AutoencoderModel(TrainerConfig):
@@ -30,15 +31,6 @@ def widths(inputs: int, bottleneck: int, depth: int) -> list[int]:
     return [round(inputs + (bottleneck - inputs) * i / layers) for i in range(layers + 1)]
 
 
-def _mlp(sizes: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
 class Autoencoder(nn.Module):
     def __init__(self, config: AutoencoderModel, shape: tuple[int, int, int]) -> None:
         super().__init__()
@@ -46,8 +38,8 @@ class Autoencoder(nn.Module):
         d = math.prod(shape)
         if config.kind == "mlp":
             sizes = widths(d, config.bottleneck, config.depth)
-            self.encoder = nn.Sequential(nn.Flatten(), _mlp(sizes))
-            self.decoder = nn.Sequential(_mlp(sizes[::-1]), nn.Unflatten(1, shape))
+            self.encoder = nn.Sequential(nn.Flatten(), mlp(sizes))
+            self.decoder = nn.Sequential(mlp(sizes[::-1]), nn.Unflatten(1, shape))
         else:
             c, h, w = shape
             ch = config.channels

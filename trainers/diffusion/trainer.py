@@ -73,7 +73,7 @@ class DiffusionTrainer(Trainer):
 
     def setup(self, ctx: Context) -> None:
         cfg = self.config
-        self.parallel: Parallel = getattr(ctx, "parallel", Parallel())
+        self.parallel: Parallel = ctx.parallel
         torch.manual_seed(ctx.seed)  # same initial weights on every rank
         self.device = ctx.device
         xt, xv = self.load_data(ctx)

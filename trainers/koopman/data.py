@@ -8,9 +8,6 @@ first 3/5 for training, the next 1/5 for validation, the last 1/5 for testing.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -47,11 +44,8 @@ def ordered_splits(name: str, data_dir: Path, classes: int, seed: int):
 def oracle(name: str, data_dir: Path, steps: int = 800) -> torch.nn.Module:
     """A small CNN (two conv blocks + linear) trained once on ``name`` by dynsweep's own
     ``classifier`` trainer and cached in ``data_dir/oracles``; returns it in eval mode."""
-    from trainers.classifier.model import Classifier
-    from trainers.classifier.trainer import ClassifierConfig, ClassifierTrainer
-    from trainers.data import image_shape
-    from trainers.local import LocalContext
-    from trainers.loop import LoopConfig, StopRule, fit
+    from trainers.classifier.cached import load_classifier, trained_classifier
+    from trainers.classifier.trainer import ClassifierConfig
 
     config = ClassifierConfig.model_validate(
         {
@@ -60,23 +54,5 @@ def oracle(name: str, data_dir: Path, steps: int = 800) -> torch.nn.Module:
             "optimizer": {"name": "adam", "lr": 2e-3},
         }
     )
-    key = hashlib.sha256(f"{config.model_dump_json()}|{steps}".encode()).hexdigest()[:12]
-    path = Path(data_dir) / "oracles" / f"{name}-cnn-{key}.pt"
-    if not path.exists():
-        with tempfile.TemporaryDirectory() as tmp:
-            ctx = LocalContext(Path(tmp), seed=0, data_dir=Path(data_dir))
-            fit(
-                ClassifierTrainer(config),
-                ctx,
-                LoopConfig(eval_every=steps),
-                StopRule(iterations=steps),
-            )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state = {"model": ctx.export["model"], "val_acc": ctx.result.metrics["val/acc"]}
-        torch.save(state, path.with_suffix(f".{os.getpid()}.tmp"))
-        os.replace(path.with_suffix(f".{os.getpid()}.tmp"), path)
-    state = torch.load(path, weights_only=True)
-    model = Classifier(config.model, image_shape(name), 10)
-    model.load_state_dict(state["model"])
-    model.val_acc = float(state["val_acc"])  # type: ignore[attr-defined]
-    return model.eval().requires_grad_(False)
+    path = trained_classifier(config, steps, Path(data_dir) / "oracles", Path(data_dir))
+    return load_classifier(torch.load(path, weights_only=True))

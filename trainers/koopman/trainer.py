@@ -27,6 +27,7 @@ from trainers.base import Context, Trainer, TrainerConfig
 from trainers.data import DATASETS
 from trainers.koopman import losses
 from trainers.koopman.data import oracle, ordered_splits
+from trainers.nets import mlp
 
 CLOSED_FORM = ("linear", "classifier_features")
 
@@ -47,13 +48,6 @@ class KoopmanConfig(TrainerConfig):
     batch_size: int = Field(128, ge=4)
     rollout_steps: int = Field(15, ge=1)
     oracle_steps: int = Field(800, ge=1)
-
-
-def _mlp(sizes: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers += [nn.Linear(a, b)] + ([nn.ReLU()] if i < len(sizes) - 2 else [])
-    return nn.Sequential(*layers)
 
 
 class KoopmanTrainer(Trainer):
@@ -78,10 +72,10 @@ class KoopmanTrainer(Trainer):
         d = self.data["train"][0][0].numel()
         self.params: list[nn.Parameter] = []
         if cfg.model not in CLOSED_FORM:
-            self.encoder = _mlp([d, *cfg.hidden, cfg.latent_dim]).to(self.device)
+            self.encoder = mlp([d, *cfg.hidden, cfg.latent_dim]).to(self.device)
             modules = [self.encoder]
             if cfg.model == "dynamical_ae":
-                self.decoder = _mlp([cfg.latent_dim, *cfg.hidden[::-1], d]).to(self.device)
+                self.decoder = mlp([cfg.latent_dim, *cfg.hidden[::-1], d]).to(self.device)
                 self.latent_op = nn.Linear(cfg.latent_dim, cfg.latent_dim, bias=False)
                 nn.init.eye_(self.latent_op.weight)
                 modules += [self.decoder, self.latent_op.to(self.device)]
@@ -93,6 +87,7 @@ class KoopmanTrainer(Trainer):
             _, _, vh = torch.linalg.svd((x - self.mean) / self.std, full_matrices=False)
             self.components = vh[: cfg.rank].T
         self.generator = torch.Generator().manual_seed(ctx.seed + 1)
+        self.last_rollout: list[float] | None = None  # of the latest evaluation
         self.fit_operator()
 
     # --- features, operator, rollout ------------------------------------------------------
@@ -180,7 +175,7 @@ class KoopmanTrainer(Trainer):
     def write_artifacts(self, folder: Path) -> list[Path]:
         from trainers.koopman.figures import eigenvalue_plot, rollout_plot
 
-        acc = getattr(self, "last_rollout", None) or self.rollout_accuracy()
+        acc = self.last_rollout or self.rollout_accuracy()
         eig = torch.linalg.eigvals(self.K.double()).cpu()
         return [
             rollout_plot(acc, self.config.classes, self.config.model, folder / "rollout.png"),

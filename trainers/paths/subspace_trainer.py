@@ -84,8 +84,8 @@ class SubspaceTrainer(Trainer):
 
     def step(self) -> dict[str, float]:
         cfg = self.config
-        if self.done:
-            return {"train/potential": float("nan") if not self.samples else self._last}
+        if self.done:  # all chains drawn: nothing more to do
+            return {"train/potential": self._last}
         started = time.perf_counter()
         if self.chain is None:
             self.chain = sampling.Chain(self.potential, self._start(), cfg.warmup)
@@ -134,6 +134,9 @@ class SubspaceTrainer(Trainer):
         self.samples = list(state["samples"])
         self.evaluations, self.seconds = int(state["evaluations"]), float(state["seconds"])
         self.chain = None
+        if self.samples:  # what step() reports once every chain is drawn
+            with torch.no_grad():
+                self._last = float(self.potential(self.samples[-1][-1]))
 
     def export(self) -> dict[str, Any]:
         return {"samples": torch.stack(self.samples) if self.samples else torch.empty(0)}

@@ -22,6 +22,7 @@ from torch import nn
 from torch.func import functional_call
 
 from trainers.base import Context, Trainer, TrainerConfig
+from trainers.nets import mlp
 from trainers.paths import bezier
 from trainers.paths.data import csv_regression, diabetes, toy_regression
 
@@ -41,12 +42,9 @@ class PathsConfig(TrainerConfig):
     eval_points: int = Field(21, ge=2)
 
 
-def mlp(inputs: int, config: PathsConfig) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for _ in range(config.depth):
-        layers += [nn.Linear(inputs, config.width), ACTIVATIONS[config.activation]()]
-        inputs = config.width
-    return nn.Sequential(*layers, nn.Linear(inputs, 1))
+def network(inputs: int, config: PathsConfig) -> nn.Sequential:
+    """The regression MLP whose weights the curve moves through: depth × width → 1."""
+    return mlp([inputs, *[config.width] * config.depth, 1], ACTIVATIONS[config.activation])
 
 
 class PathsTrainer(Trainer):
@@ -70,12 +68,12 @@ class PathsTrainer(Trainer):
         else:
             splits = csv_regression(cfg.csv_path, ctx.seed)
         self.data = {k: (x.to(self.device), y.to(self.device)) for k, (x, y) in splits.items()}
-        self.template = mlp(self.data["train"][0].shape[1], cfg).to(self.device)
+        self.template = network(self.data["train"][0].shape[1], cfg).to(self.device)
         self.shapes = {n: p.shape for n, p in self.template.named_parameters()}
         points = []
         for k in range(cfg.order + 1):  # independent initialisations of the same network
             torch.manual_seed(ctx.seed * 1000 + k)
-            net = mlp(self.data["train"][0].shape[1], cfg)
+            net = network(self.data["train"][0].shape[1], cfg)
             points.append(torch.cat([p.detach().flatten() for p in net.parameters()]))
         self.theta = nn.Parameter(torch.stack(points).to(self.device))
         self.log_scale = nn.Parameter(torch.zeros((), device=self.device))
