@@ -47,37 +47,44 @@ class SqlBulkWriter:
         for name in ("ManagedSessionMaker", "_update_latest_metrics_if_necessary"):
             getattr(store, name)  # AttributeError now (→ log_batch) rather than mid-trial
 
-    def write(self, run_id: str, points: list[Point], tags: dict[str, str]) -> None:
-        """Insert ``points`` and set ``tags`` in one transaction (all or nothing)."""
+    def write(self, points: dict[str, list[Point]], tags: dict[str, dict[str, str]]) -> None:
+        """Insert the ``points`` of each run and set its ``tags``, all in one transaction
+        (all or nothing)."""
+        rows, newest = [], {}
+        for run_id, run_points in points.items():
+            run_rows = self._rows(run_id, run_points)
+            rows += run_rows
+            latest: dict[str, tuple] = {}
+            for row in run_rows:  # MLflow's order: step, then timestamp, then value
+                best = latest.get(row[0])
+                if best is None or (row[3], row[2], row[1]) > (best[3], best[2], best[1]):
+                    latest[row[0]] = row
+            newest[run_id] = [
+                self.SqlMetric(key=k, value=v, timestamp=ts, step=s, is_nan=nan, run_uuid=r)
+                for k, v, ts, s, nan, r in latest.values()
+            ]
+        with self.store.ManagedSessionMaker(read_only=False) as session:
+            if rows:
+                session.connection().exec_driver_sql(self.sql, rows)
+                for run_newest in newest.values():  # MLflow's routine takes one run a call
+                    self.store._update_latest_metrics_if_necessary(run_newest, session)
+            for run_id, run_tags in tags.items():
+                for key, value in run_tags.items():
+                    session.merge(self.SqlTag(key=key, value=value, run_uuid=run_id))
+
+    def _rows(self, run_id: str, points: list[Point]) -> list[tuple]:
         unseen = {p[0] for p in points} - self._known
         for key in unseen:
             self._validate(key)
         self._known |= unseen
         values = [float(p[1]) for p in points]
         if all(map(math.isfinite, values)):  # the common case, without per-point branches
-            rows = [(k, v, ts, s, False, run_id) for (k, _, ts, s), v in zip(points, values)]
-        else:
-            rows = []
-            for (k, _, ts, s), v in zip(points, values):
-                stored, is_nan = _stored(v)
-                rows.append((k, stored, ts, s, is_nan, run_id))
-        latest: dict[str, tuple] = {}
-        for row in rows:  # MLflow's order: step, then timestamp, then value
-            best = latest.get(row[0])
-            if best is None or (row[3], row[2], row[1]) > (best[3], best[2], best[1]):
-                latest[row[0]] = row
-        with self.store.ManagedSessionMaker(read_only=False) as session:
-            if rows:
-                session.connection().exec_driver_sql(self.sql, rows)
-                newest = [
-                    self.SqlMetric(
-                        key=k, value=v, timestamp=ts, step=s, is_nan=nan, run_uuid=run_id
-                    )
-                    for k, v, ts, s, nan, _ in latest.values()
-                ]
-                self.store._update_latest_metrics_if_necessary(newest, session)
-            for key, value in tags.items():
-                session.merge(self.SqlTag(key=key, value=value, run_uuid=run_id))
+            return [(k, v, ts, s, False, run_id) for (k, _, ts, s), v in zip(points, values)]
+        rows = []
+        for (k, _, ts, s), v in zip(points, values):
+            stored, is_nan = _stored(v)
+            rows.append((k, stored, ts, s, is_nan, run_id))
+        return rows
 
 
 def _stored(value: float) -> tuple[float, bool]:

@@ -1,30 +1,24 @@
 """The MLflow run of one Tune trial, and the background path its metrics take.
 
 A retried or resumed trial finds its run again by the ``dynsweep.trial_id`` tag, so a trial
-never gets a second run. ``log_metrics`` only appends to a buffer; a sender thread ships the
-buffer whenever it holds a batch or a second has passed, so the training loop never waits for
-the store: on a SQL store (sqlite, PostgreSQL) through :mod:`.bulk` (up to 20,000 points a
-transaction), otherwise with ``log_batch`` (at most 1,000 a request). Each batch also moves the
-run's ``dynsweep.logged_step`` tag (after its metrics are stored), and a retried attempt skips
-steps at or below it: no step is ever logged twice. ``flush()`` waits until everything is
-stored (checkpoints, the end of the trial); a crash loses at most the batch in flight.
+never gets a second run. ``log_metrics`` only queues the values for a :class:`.MetricSender`
+(its own, or one shared by the member runs of a packed trial), so the training loop never
+waits for the store. Each batch moves the run's ``dynsweep.logged_step`` tag (after its
+metrics are stored), and a retried attempt skips steps at or below it: no step is ever logged
+twice. ``flush()`` waits until everything is stored (checkpoints, the end of the trial); a
+crash loses at most the batch in flight.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections import deque
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
-from orchestrator.tracking.bulk import BULK_MAX, bulk_writer
+from orchestrator.tracking.sender import MetricSender
 from orchestrator.tracking.store import (
-    MAX_METRICS,
     STEP_TAG,
     TRIAL_TAG,
     _retry,
@@ -33,9 +27,6 @@ from orchestrator.tracking.store import (
     reopen_run,
     set_tags,
 )
-
-SEND_EVERY_S = 1.0
-MAX_PENDING = 200_000  # points buffered before log_metrics waits for the store
 
 
 class TrialRun:
@@ -50,6 +41,7 @@ class TrialRun:
         artifact_uri: str = "",
         fatal_error: str | None = None,
         attempt: int = 0,
+        sender: MetricSender | None = None,
     ) -> None:
         self.uri, self.run_id = uri, run_id
         self.attempt = attempt  # 0 for the run's first attempt, +1 for each retry or resume
@@ -58,21 +50,8 @@ class TrialRun:
         self.client = MlflowClient(uri)
         self.logged_step = logged_step  # steps <= this were logged by an earlier attempt
         self.artifact_uri = artifact_uri
-        self._bulk = bulk_writer(uri)
-        self._batch_max = BULK_MAX if self._bulk is not None else MAX_METRICS - 1
-        # (step, timestamp, {key: value}) per log_metrics call; Metric objects are built by
-        # the sender thread, so the training thread only appends one tuple a step.
-        self._pending: deque[tuple[int, int, dict[str, float]]] = deque()
-        self._points = 0  # metric values in _pending
-        self._cond = threading.Condition()
-        self._inflight = 0
-        self._urgent = False  # flush() asked: send what is queued without waiting
-        self._error: BaseException | None = None
-        self._closed = False
-        self._sender = threading.Thread(
-            target=self._send_loop, name="dynsweep-metrics", daemon=True
-        )
-        self._sender.start()
+        self._own_sender = sender is None
+        self.sender = sender or MetricSender(uri)
 
     @classmethod
     def open(
@@ -84,8 +63,10 @@ class TrialRun:
         run_name: str,
         params: dict[str, str],
         tags: dict[str, str],
+        sender: MetricSender | None = None,
     ) -> TrialRun:
-        """Find this trial's run (a retry or resume) or create it."""
+        """Find this trial's run (a retry or resume) or create it; ``sender``: a metric path
+        shared with other runs (the members of a packed trial), else the run gets its own."""
         client = MlflowClient(uri)
         found = client.search_runs(
             [experiment_id],
@@ -108,6 +89,7 @@ class TrialRun:
                 run.info.artifact_uri,
                 run.data.tags.get("dynsweep.fatal"),
                 attempts - 1,
+                sender,
             )
         all_tags = {
             "mlflow.parentRunId": parent_id,
@@ -117,7 +99,7 @@ class TrialRun:
         }
         run = _retry(lambda: client.create_run(experiment_id, run_name=run_name, tags=all_tags))
         log_params(client, run.info.run_id, params)
-        return cls(uri, run.info.run_id, -1, params, run.info.artifact_uri)
+        return cls(uri, run.info.run_id, -1, params, run.info.artifact_uri, sender=sender)
 
     @classmethod
     def attach(cls, uri: str, run_id: str) -> TrialRun:
@@ -143,90 +125,12 @@ class TrialRun:
     # --- metrics -----------------------------------------------------------------------------
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         """Queue metric values of ``step``; returns at once (unless the store is far behind)."""
-        if step <= self.logged_step:
-            return
-        entry = (step, int(time.time() * 1000), dict(metrics))
-        with self._cond:
-            while self._points > MAX_PENDING and self._error is None:
-                self._cond.wait(0.1)
-            self._pending.append(entry)
-            self._points += len(entry[2])
-            if self._points >= self._batch_max:
-                self._cond.notify_all()
+        if step > self.logged_step:
+            self.sender.put(self.run_id, step, metrics)
 
     def flush(self) -> None:
         """Send every queued point now and wait until the store has them."""
-        with self._cond:
-            self._urgent = True
-            self._cond.notify_all()
-            while (self._pending or self._inflight) and self._error is None:
-                self._cond.wait(0.05)
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise RuntimeError(f"logging metrics to {self.uri} failed: {error}") from error
-
-    def _send_loop(self) -> None:
-        last_sent = time.monotonic()
-        while True:
-            with self._cond:
-                # Wait for a full batch, a second since the last send, or a flush/close:
-                # sending each step's few points at once would cost a transaction per step.
-                while not (self._urgent or self._closed or self._points >= self._batch_max):
-                    remaining = SEND_EVERY_S - (time.monotonic() - last_sent)
-                    if remaining <= 0:
-                        break
-                    self._cond.wait(remaining)
-                if not self._pending:
-                    self._urgent = False
-                    self._cond.notify_all()
-                    if self._closed:
-                        return
-                    last_sent = time.monotonic()
-                    continue
-                taken, watermark = self._take()
-                self._inflight += 1
-            batch = [(k, v, ts, step) for step, ts, items in taken for k, v in items]
-            try:
-                _retry(lambda b=batch, w=watermark: self._send(b, w))
-            except BaseException as exc:
-                with self._cond:
-                    self._error = exc
-            finally:
-                last_sent = time.monotonic()
-                with self._cond:
-                    self._inflight -= 1
-                    self._cond.notify_all()
-
-    def _take(self) -> tuple[list[tuple[int, int, list]], str]:
-        """Up to one batch of queued points, as ``(step, timestamp, items)`` (whole steps where
-        possible), and the step watermark it completes. Called with the lock held."""
-        taken: list[tuple[int, int, list]] = []
-        size, last = 0, -1
-        while self._pending and size < self._batch_max:
-            step, ts, metrics = self._pending[0]
-            room = self._batch_max - size
-            if len(metrics) > room and taken:
-                break  # this step goes whole into the next batch
-            items = list(metrics.items())
-            if len(items) > room:  # one step with more values than a batch holds: split it
-                self._pending[0] = (step, ts, dict(items[room:]))
-                items = items[:room]
-            else:
-                self._pending.popleft()
-            taken.append((step, ts, items))
-            size += len(items)
-            self._points -= len(items)
-            last = step
-        if self._pending and self._pending[0][0] == last:
-            last -= 1  # the watermark may only cover steps whose points are all stored
-        return taken, str(last)
-
-    def _send(self, batch: list[tuple[str, float, int, int]], watermark: str) -> None:
-        if self._bulk is not None:
-            self._bulk.write(self.run_id, batch, {STEP_TAG: watermark})
-            return
-        metrics = [Metric(k, float(v), ts, step) for k, v, ts, step in batch]
-        self.client.log_batch(self.run_id, metrics=metrics, tags=[RunTag(STEP_TAG, watermark)])
+        self.sender.flush()
 
     # --- artifacts, tags, status ---------------------------------------------------------
     def local_artifact_dir(self, path: str) -> Path | None:
@@ -266,14 +170,11 @@ class TrialRun:
         set_tags(self.client, self.run_id, tags)
 
     def close(self) -> None:
-        """Flush and stop the sender thread."""
-        try:
-            self.flush()
-        finally:
-            with self._cond:
-                self._closed = True
-                self._cond.notify_all()
-            self._sender.join(timeout=30)
+        """Flush (and stop the sender thread when this run owns it)."""
+        if self._own_sender:
+            self.sender.close()
+        else:
+            self.sender.flush()
 
     def finish(
         self,

@@ -6,7 +6,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator import tracking
-from orchestrator.tracking import trial_run
+from orchestrator.tracking import sender as sender_module
 from orchestrator.tracking.store import STEP_TAG
 
 
@@ -20,7 +20,7 @@ def open_run(uri: str):
 def test_every_point_stored_once_and_watermark_at_the_last_step(tmp_path, monkeypatch, batch_max):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run, exp, parent = open_run(uri)
-    run._batch_max = batch_max  # small batches: steps split across batches
+    run.sender._batch_max = batch_max  # small batches: steps split across batches
     for step in range(1, 101):
         run.log_metrics(step, {f"m{k}": step + k for k in range(10)})
     run.log_metrics(100, {"extra": 1.0})  # a second call for the same step
@@ -43,19 +43,46 @@ def test_every_point_stored_once_and_watermark_at_the_last_step(tmp_path, monkey
 
 
 def test_watermark_never_covers_a_step_with_points_still_queued():
-    run = trial_run.TrialRun.__new__(trial_run.TrialRun)
-    run._pending, run._points, run._batch_max = trial_run.deque(), 0, 5
+    sender = sender_module.MetricSender.__new__(sender_module.MetricSender)
+    sender._pending, sender._points, sender._batch_max = sender_module.deque(), 0, 5
+    sender._queued = sender_module.Counter()
     for step, n in [(1, 3), (2, 4), (2, 2), (3, 9)]:
-        run._pending.append((step, 0, {f"k{i}": 0.0 for i in range(n)}))
-        run._points += n
-    taken, mark = run._take()
-    assert [(s, len(items)) for s, _, items in taken] == [(1, 3)] and mark == "1"
-    taken, mark = run._take()
-    assert [(s, len(items)) for s, _, items in taken] == [(2, 4)] and mark == "1"
-    taken, mark = run._take()
-    assert [(s, len(items)) for s, _, items in taken] == [(2, 2)] and mark == "2"
-    taken, mark = run._take()  # a step larger than a batch is split; not complete yet
-    assert [(s, len(items)) for s, _, items in taken] == [(3, 5)] and mark == "2"
-    taken, mark = run._take()
-    assert [(s, len(items)) for s, _, items in taken] == [(3, 4)] and mark == "3"
-    assert run._points == 0
+        sender._pending.append(("r", step, 0, {f"k{i}": 0.0 for i in range(n)}))
+        sender._queued["r", step] += 1
+        sender._points += n
+
+    def take():
+        taken, marks = sender._take()
+        return [p[3] for p in taken["r"]], marks["r"]
+
+    assert take() == ([1] * 3, "1")
+    assert take() == ([2] * 4, "1")
+    assert take() == ([2] * 2, "2")
+    assert take() == ([3] * 5, "2")  # a step larger than a batch is split; not complete yet
+    assert take() == ([3] * 4, "3")
+    assert sender._points == 0 and not sender._queued
+
+
+def test_runs_sharing_a_sender_each_get_their_own_points_and_watermark(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = tracking.ensure_experiment(uri, "tr")
+    parent = tracking.start_sweep_run(uri, exp, "tr", {}, {})
+    shared = sender_module.MetricSender(uri)
+    shared._batch_max = 7
+    runs = [
+        tracking.TrialRun.open(uri, exp, parent, f"t{i}", f"t{i}", {}, {}, sender=shared)
+        for i in range(3)
+    ]
+    for step in range(1, 21):
+        for i, run in enumerate(runs):
+            run.log_metrics(step, {"m": 100 * i + step, "n": -step})
+    for run in runs:
+        run.close()
+    shared.close()
+    client = MlflowClient(uri)
+    for i, run in enumerate(runs):
+        history = client.get_metric_history(run.run_id, "m")
+        assert sorted((m.step, m.value) for m in history) == [
+            (s, 100 * i + s) for s in range(1, 21)
+        ]
+        assert client.get_run(run.run_id).data.tags[STEP_TAG] == "20"
