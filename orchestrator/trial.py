@@ -89,6 +89,10 @@ class TrialContext:
         self.latest.update(metrics)
 
     @property
+    def members(self) -> list[TrialContext]:
+        return [self]
+
+    @property
     def trajectory_dir(self) -> Path:
         # On a local artifact store chunks are written straight into the run's artifacts.
         local = self.run.local_artifact_dir("trajectories") if self.run is not None else None

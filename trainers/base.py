@@ -33,6 +33,19 @@ class FitResult:
     stop_reason: str  # iterations | time | metric
 
 
+class Member(Protocol):
+    """One grid point's own sink: its metrics, trajectories and failure."""
+
+    trajectory_dir: Path
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None: ...
+
+    def on_trajectory_file(self, name: str, path: Path) -> None: ...
+
+    def fail(self, message: str) -> None:
+        """This member diverged: end its run as failed (the other members go on)."""
+
+
 class Context(Protocol):
     """What a trainer (and the loop) may use of the world around it.
 
@@ -45,6 +58,8 @@ class Context(Protocol):
     data_dir: Path  # where datasets are cached / downloaded
     trajectory_dir: Path  # where the recorder writes (one sub-folder per trajectory)
     parallel: Parallel  # world size, rank and strategy of a distributed trial
+    # Where each member of a packed trainer logs (its own run); [self] for ordinary trainers.
+    members: list[Member]
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         """Record metric values at ``step`` (batched to the tracking store)."""
@@ -75,6 +90,11 @@ class Trainer(ABC):
     Config: ClassVar[type[TrainerConfig]]
     probes: ClassVar[tuple[str, ...]] = ()
     distributed: ClassVar[bool] = False  # steps through trainers.distributed engines (DDP, ...)
+    # Vectorised packing (trainers.packing): config fields that may differ inside a pack, and
+    # the "module:Class" of the packed form; members: grid points this instance trains.
+    pack_fields: ClassVar[tuple[str, ...]] = ()
+    packed: ClassVar[str | None] = None
+    members: int = 1
 
     def __init__(self, config: TrainerConfig) -> None:
         self.config = config

@@ -27,6 +27,22 @@ class LocalContext:
     files: list[tuple[str, Path]] = field(default_factory=list)
     kept: list[tuple[Path, str]] = field(default_factory=list)
     parallel: Parallel = field(default_factory=Parallel)
+    # The members' own contexts when a packed trainer runs here; a failed member's reason.
+    member_contexts: list[LocalContext] = field(default_factory=list)
+    failure: str | None = None
+
+    @classmethod
+    def packed(cls, workdir: Path, count: int, **kwargs) -> LocalContext:
+        """A context for a packed trainer of ``count`` members (each logs into its own)."""
+        members = [cls(workdir / f"member{i}", **kwargs) for i in range(count)]
+        return cls(workdir, member_contexts=members, **kwargs)
+
+    @property
+    def members(self) -> list[LocalContext]:
+        return self.member_contexts or [self]
+
+    def fail(self, message: str) -> None:
+        self.failure = message
 
     @property
     def trajectory_dir(self) -> Path:

@@ -6,6 +6,10 @@ inf detection, and the stop rules. The trainer only does one step at a time.
 Step numbering: step ``k`` is the state after ``k`` optimiser steps; metrics returned by the
 ``k``-th call of ``trainer.step()`` are logged at step ``k``, and recordings made at step ``k``
 are taken after that update. Step 0 (the initial state) is recorded on a fresh start.
+
+A packed trainer (:mod:`trainers.packing`) trains several grid points at once: each member's
+values go to its own sink in ``ctx.members`` (metrics, recordings), a member whose metrics turn
+non-finite is failed alone, and the scheduler sees the mean over the members still alive.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dynsweep.errors import TrialFailure
 from trainers.base import Context, FitResult, Trainer
+from trainers.packing import member_rows
 from trainers.recording import Every, Recorder, RecordSpec
 
 
@@ -64,11 +69,47 @@ def _due(step: int, every: Every, steps_per_epoch: int | None) -> bool:
     return step % every == 0
 
 
-def _check_finite(step: int, metrics: dict[str, float]) -> None:
-    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
-    if bad:
-        shown = ", ".join(f"{k} = {v}" for k, v in bad.items())
-        raise TrialFailure(f"non-finite metric at step {step}: {shown}")
+class _Members:
+    """The members' metric rows, and which members are still alive."""
+
+    def __init__(self, ctx: Context, count: int) -> None:
+        if len(ctx.members) != count:
+            raise ValueError(
+                f"the trainer packs {count} members; the context has {len(ctx.members)}"
+            )
+        self.sinks, self.count = ctx.members, count
+        self.dead: set[int] = set()
+
+    @property
+    def live(self) -> list[int]:
+        return [i for i in range(self.count) if i not in self.dead]
+
+    def check(self, step: int, metrics: dict) -> list[dict[str, float]]:
+        """Rows per member; a member with a non-finite value is failed (the trial, when it
+        was the last one alive)."""
+        rows = member_rows(metrics, self.count)
+        for i in self.live:
+            bad = {k: v for k, v in rows[i].items() if not math.isfinite(v)}
+            if bad:
+                shown = ", ".join(f"{k} = {v}" for k, v in bad.items())
+                message = f"non-finite metric at step {step}: {shown}"
+                self.dead.add(i)
+                if not self.live:
+                    raise TrialFailure(message)
+                self.sinks[i].fail(message)
+        return rows
+
+    def log(self, step: int, rows: list[dict[str, float]]) -> None:
+        for i in self.live:
+            self.sinks[i].log_metrics(step, rows[i])
+
+    def summary(self, rows: list[dict[str, float]]) -> dict[str, float]:
+        """What the scheduler sees: the row itself, or the mean over live members."""
+        if self.count == 1:
+            return rows[0]
+        live = [rows[i] for i in self.live]
+        out = {k: math.fsum(r[k] for r in live) / len(live) for k in live[0]}
+        return {**out, "pack/live_members": float(len(live))}
 
 
 def fit(
@@ -89,14 +130,18 @@ def fit(
     if resume is not None:
         trainer.load_state_dict(resume["trainer"])
         start, elapsed_before = int(resume["step"]), float(resume["elapsed_s"])
-    recorder = Recorder(
-        ctx.trajectory_dir,
-        attempt=attempt,
-        resumed_from=start if resume is not None else None,
-        chunk_steps=loop.chunk_steps,
-        compression=loop.compression,
-        on_file=ctx.on_trajectory_file,
-    )
+    members = _Members(ctx, trainer.members)
+    recorders = [
+        Recorder(
+            sink.trajectory_dir,
+            attempt=attempt,
+            resumed_from=start if resume is not None else None,
+            chunk_steps=loop.chunk_steps,
+            compression=loop.compression,
+            on_file=sink.on_trajectory_file,
+        )
+        for sink in ctx.members
+    ]
     spe = trainer.steps_per_epoch
     columns: dict[str, dict] = {}
     t0 = time.monotonic()
@@ -106,34 +151,40 @@ def fit(
             if step == 0 or _due(step, spec.every, spe):
                 if spec.probe not in columns:
                     columns[spec.probe] = trainer.probe_columns(spec.probe)
-                recorder.record(
-                    spec.trajectory, step, trainer.probe(spec.probe), columns[spec.probe], spec
-                )
+                value = trainer.probe(spec.probe)
+                for i in members.live:  # a packed probe has one row per member
+                    recorders[i].record(
+                        spec.trajectory,
+                        step,
+                        value if members.count == 1 else value[i],
+                        columns[spec.probe],
+                        spec,
+                    )
 
     def checkpoint(step: int) -> dict[str, Any]:
-        recorder.flush()  # every row up to this step is on disk before the checkpoint exists
+        for recorder in recorders:  # every row up to this step is on disk before the checkpoint
+            recorder.flush()
         elapsed = elapsed_before + time.monotonic() - t0
         return {"trainer": trainer.state_dict(), "step": step, "elapsed_s": elapsed}
 
     try:
         # Evaluate the starting state, so every report carries the eval metrics (schedulers
         # compare trials on them) and step 0 of a fresh run has its baseline.
-        metrics = trainer.evaluate()
-        _check_finite(start, metrics)
-        ctx.log_metrics(start, metrics)
+        rows = members.check(start, trainer.evaluate())
+        members.log(start, rows)
+        metrics = members.summary(rows)
         if resume is None:
             record(0)
         step, reason = start, "iterations"
         while step < stop.iterations:
             step += 1
-            metrics = dict(trainer.step())
-            _check_finite(step, metrics)
+            rows = members.check(step, trainer.step())
             record(step)
             if _due(step, loop.eval_every, spe) or step == stop.iterations:
-                evaluation = trainer.evaluate()
-                _check_finite(step, evaluation)
-                metrics.update(evaluation)
-            ctx.log_metrics(step, metrics)
+                for row, extra in zip(rows, members.check(step, trainer.evaluate())):
+                    row.update(extra)
+            members.log(step, rows)
+            metrics = members.summary(rows)
             reason = _stop_reason(stop, metrics, elapsed_before + time.monotonic() - t0)
             if reason != "iterations" or step == stop.iterations:
                 break
@@ -150,7 +201,8 @@ def fit(
         ctx.finish(result, checkpoint(step), trainer.export())
         return result
     finally:
-        recorder.close()
+        for recorder in recorders:
+            recorder.close()
 
 
 def _stop_reason(stop: StopRule, metrics: dict[str, float], elapsed: float) -> str:

@@ -47,10 +47,46 @@ def network(inputs: int, config: PathsConfig) -> nn.Sequential:
     return mlp([inputs, *[config.width] * config.depth, 1], ACTIVATIONS[config.activation])
 
 
+def load_splits(config: PathsConfig, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    if config.dataset == "toy":
+        return toy_regression(seed)
+    if config.dataset == "diabetes":
+        return diabetes(seed)
+    return csv_regression(config.csv_path, seed)
+
+
+def initial_control_points(config: PathsConfig, inputs: int, seed: int) -> torch.Tensor:
+    """θ_0..θ_K: independent initialisations of the same network, (K+1)×P."""
+    points = []
+    for k in range(config.order + 1):
+        torch.manual_seed(seed * 1000 + k)
+        net = network(inputs, config)
+        points.append(torch.cat([p.detach().flatten() for p in net.parameters()]))
+    return torch.stack(points)
+
+
+def gaussian_log_likelihood(y: torch.Tensor, pred: torch.Tensor, log_scale) -> torch.Tensor:
+    """Pointwise log N(y; pred, exp(log_scale)²): N."""
+    resid = (y - pred).flatten()
+    return -0.5 * (math.log(2 * math.pi) + 2 * log_scale + resid**2 / torch.exp(2 * log_scale))
+
+
+def unflatten(flat: torch.Tensor, shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
+    """A flat weight vector as the named parameters of the network."""
+    params, start = {}, 0
+    for name, shape in shapes.items():
+        n = shape.numel()
+        params[name] = flat[start : start + n].reshape(shape)
+        start += n
+    return params
+
+
 class PathsTrainer(Trainer):
     Config = PathsConfig
     probes = ("control_points",)
     config: PathsConfig
+    pack_fields = ("uniform_t", "lr")
+    packed = "trainers.paths.packed:PackedPathsTrainer"
 
     @classmethod
     def prepare(cls, configs: list[PathsConfig], data_dir: Path) -> None:
@@ -61,44 +97,26 @@ class PathsTrainer(Trainer):
     def setup(self, ctx: Context) -> None:
         cfg = self.config
         self.device = ctx.device
-        if cfg.dataset == "toy":
-            splits = toy_regression(ctx.seed)
-        elif cfg.dataset == "diabetes":
-            splits = diabetes(ctx.seed)
-        else:
-            splits = csv_regression(cfg.csv_path, ctx.seed)
+        splits = load_splits(cfg, ctx.seed)
         self.data = {k: (x.to(self.device), y.to(self.device)) for k, (x, y) in splits.items()}
-        self.template = network(self.data["train"][0].shape[1], cfg).to(self.device)
+        inputs = self.data["train"][0].shape[1]
+        self.template = network(inputs, cfg).to(self.device)
         self.shapes = {n: p.shape for n, p in self.template.named_parameters()}
-        points = []
-        for k in range(cfg.order + 1):  # independent initialisations of the same network
-            torch.manual_seed(ctx.seed * 1000 + k)
-            net = network(self.data["train"][0].shape[1], cfg)
-            points.append(torch.cat([p.detach().flatten() for p in net.parameters()]))
-        self.theta = nn.Parameter(torch.stack(points).to(self.device))
+        theta = initial_control_points(cfg, inputs, ctx.seed)
+        self.theta = nn.Parameter(theta.to(self.device))
         self.log_scale = nn.Parameter(torch.zeros((), device=self.device))
         self.optimizer = torch.optim.Adam([self.theta, self.log_scale], lr=cfg.lr)
         self.generator = torch.Generator().manual_seed(ctx.seed + 1)
         self.best: dict[str, Any] = {"val_loss": math.inf}
 
-    def _unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        params, start = {}, 0
-        for name, shape in self.shapes.items():
-            n = shape.numel()
-            params[name] = flat[start : start + n].reshape(shape)
-            start += n
-        return params
-
     def predict(self, flat: torch.Tensor, part: str) -> torch.Tensor:
         """The network with flat weights ``flat`` on split ``part``: N×1."""
-        return functional_call(self.template, self._unflatten(flat), (self.data[part][0],))
+        return functional_call(self.template, unflatten(flat, self.shapes), (self.data[part][0],))
 
     def log_likelihood(self, flat: torch.Tensor, part: str, log_scale=None) -> torch.Tensor:
         """Pointwise Gaussian log-likelihood of split ``part`` under weights ``flat``: N."""
         log_scale = self.log_scale if log_scale is None else log_scale
-        y = self.data[part][1]
-        resid = (y - self.predict(flat, part)).flatten()
-        return -0.5 * (math.log(2 * math.pi) + 2 * log_scale + resid**2 / torch.exp(2 * log_scale))
+        return gaussian_log_likelihood(self.data[part][1], self.predict(flat, part), log_scale)
 
     def nll(self, t: torch.Tensor, part: str, theta=None, log_scale=None) -> torch.Tensor:
         """Gaussian NLL per point of the curve at ``t`` on split ``part``: len(t)."""

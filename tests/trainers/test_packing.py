@@ -1,0 +1,117 @@
+"""Vectorised packing: a packed trainer's members train exactly as they would alone."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dynsweep.errors import TrialFailure
+from trainers.local import LocalContext
+from trainers.loop import LoopConfig, StopRule, fit
+from trainers.packing import StackedAdam, pack_key, packed_class
+from trainers.paths.packed import PackedPathsTrainer
+from trainers.paths.trainer import PathsConfig, PathsTrainer
+
+LOOP = LoopConfig(report_every=5, eval_every=10, checkpoint_every=20)
+
+
+def test_stacked_adam_is_torch_adam_per_member_with_its_own_lr():
+    gen = torch.Generator().manual_seed(0)
+    lrs = [1e-2, 3e-3, 1e-1]
+    alone = [torch.randn(5, 4, generator=gen, requires_grad=True) for _ in lrs]
+    optimizers = [torch.optim.Adam([w], lr=lr) for w, lr in zip(alone, lrs)]
+    stacked = torch.stack([w.detach().clone() for w in alone]).requires_grad_()
+    packed = StackedAdam([stacked], torch.tensor(lrs))
+    x = torch.randn(10, 5, generator=gen)
+    for _ in range(100):
+        for w, opt in zip(alone, optimizers):
+            opt.zero_grad()
+            (x @ w).sin().sum().backward()
+            opt.step()
+        packed.zero_grad()
+        torch.vmap(lambda w: (x @ w).sin().sum())(stacked).sum().backward()
+        packed.step()
+    assert (stacked - torch.stack(alone)).abs().max() < 1e-5
+    assert (stacked[0] - stacked[2]).abs().max() > 0.1  # the learning rates mattered
+
+
+def run_alone(config: PathsConfig, seed: int, tmp_path, steps: int) -> LocalContext:
+    ctx = LocalContext(tmp_path / f"alone{seed}", seed=seed)
+    fit(PathsTrainer(config), ctx, LOOP, StopRule(iterations=steps))
+    return ctx
+
+
+def test_packed_members_equal_unpacked_runs(tmp_path):
+    base = {"order": 3, "width": 8, "t_samples": 4}
+    configs = [
+        PathsConfig(**base, lr=0.01),
+        PathsConfig(**base, lr=0.02, uniform_t=True),
+        PathsConfig(**base, lr=0.005),
+    ]
+    seeds = [0, 1, 2]
+    assert len({pack_key(PathsTrainer, c) for c in configs}) == 1
+    assert packed_class(PathsTrainer) is PackedPathsTrainer
+    ctx = LocalContext.packed(tmp_path / "pack", len(configs))
+    packed = PackedPathsTrainer(configs, seeds)
+    fit(packed, ctx, LOOP, StopRule(iterations=40))
+    exports = packed.export()
+    for i, (config, seed) in enumerate(zip(configs, seeds)):
+        alone = run_alone(config, seed, tmp_path, 40)
+        member = ctx.members[i]
+        assert [s for s, _ in member.metrics] == [s for s, _ in alone.metrics]
+        for (step, got), (_, want) in zip(member.metrics, alone.metrics):
+            assert got.keys() == want.keys(), step
+            for key in want:
+                tol = 1e-5 if "loss" in key else 1e-5 * abs(want[key])
+                assert math.isclose(got[key], want[key], abs_tol=max(tol, 1e-6)), (i, step, key)
+        assert torch.allclose(exports[i]["theta"], alone.export["theta"], atol=1e-5)
+    # The scheduler sees the members' mean.
+    last = ctx.reports[-1][1]
+    finals = [m.metrics[-1][1]["val/best_loss"] for m in ctx.members]
+    assert last["val/best_loss"] == pytest.approx(sum(finals) / 3)
+    assert last["pack/live_members"] == 3
+
+
+def test_a_diverging_member_fails_alone_and_the_others_go_on(tmp_path):
+    configs = [PathsConfig(order=2, width=8, lr=lr) for lr in (0.01, math.inf)]
+    ctx = LocalContext.packed(tmp_path / "pack", 2)
+    fit(PackedPathsTrainer(configs, [0, 1]), ctx, LOOP, StopRule(iterations=20))
+    healthy, diverged = ctx.members
+    assert healthy.failure is None and diverged.failure is not None
+    with pytest.raises(TrialFailure) as alone:
+        run_alone(configs[1], 1, tmp_path, 20)
+    assert diverged.failure == str(alone.value)  # the same message as an unpacked run
+    assert [s for s, _ in healthy.metrics] == [
+        s for s, _ in run_alone(configs[0], 0, tmp_path, 20).metrics
+    ]
+    assert ctx.reports[-1][1]["pack/live_members"] == 1
+
+    everyone = LocalContext.packed(tmp_path / "all", 2)
+    bad = [configs[1], configs[1]]
+    with pytest.raises(TrialFailure):  # the trial fails when no member is left
+        fit(PackedPathsTrainer(bad, [0, 1]), everyone, LOOP, StopRule(iterations=20))
+
+
+def test_packs_resume_from_a_checkpoint_exactly(tmp_path):
+    configs = [PathsConfig(order=2, width=8, lr=lr) for lr in (0.01, 0.03)]
+    straight = LocalContext.packed(tmp_path / "a", 2)
+    fit(PackedPathsTrainer(configs, [3, 4]), straight, LOOP, StopRule(iterations=40))
+    first = LocalContext.packed(tmp_path / "b", 2)
+    fit(PackedPathsTrainer(configs, [3, 4]), first, LOOP, StopRule(iterations=20))
+    resumed = LocalContext.packed(tmp_path / "c", 2)
+    fit(
+        PackedPathsTrainer(configs, [3, 4]),
+        resumed,
+        LOOP,
+        StopRule(iterations=40),
+        resume=first.last_checkpoint,
+    )
+    for a, c in zip(straight.members, resumed.members):
+        assert a.metrics[-1] == c.metrics[-1]
+
+
+def test_configs_that_differ_in_architecture_cannot_share_a_pack():
+    with pytest.raises(ValueError, match="uniform_t, lr"):
+        PackedPathsTrainer([PathsConfig(order=2), PathsConfig(order=3)], [0, 1])
