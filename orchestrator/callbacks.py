@@ -17,21 +17,22 @@ class RunStatusCallback(tune.Callback):
     def __init__(self, uri: str) -> None:
         self.uri = uri
 
-    def _run_id(self, trial) -> str | None:
-        return (trial.last_result or {}).get("mlflow_run_id")
+    def _run_ids(self, trial) -> list[str]:
+        """The trial's run (a packed trial: its members' runs, comma-separated)."""
+        return list(filter(None, (trial.last_result or {}).get("mlflow_run_id", "").split(",")))
 
     def _end_if_running(
         self, trial, status: str, error: str | None = None, tags: dict[str, str] | None = None
     ) -> None:
-        run_id = self._run_id(trial)
-        if run_id is None or (trial.last_result or {}).get("mlflow_run_closed"):
+        if (trial.last_result or {}).get("mlflow_run_closed"):
             return
         client = MlflowClient(self.uri)
-        if client.get_run(run_id).info.status != "RUNNING":
-            return
-        if tags:
-            tracking.set_tags(client, run_id, tags)
-        tracking.end_run(self.uri, run_id, status, error)
+        for run_id in self._run_ids(trial):
+            if client.get_run(run_id).info.status != "RUNNING":
+                continue
+            if tags:
+                tracking.set_tags(client, run_id, tags)
+            tracking.end_run(self.uri, run_id, status, error)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         from orchestrator.sweep import INTERRUPTED

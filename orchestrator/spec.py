@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -120,6 +120,9 @@ class ExperimentSpec(_Section):
     scheduler: SchedulerSpec = SchedulerSpec()
     num_samples: int = Field(1, ge=1, le=100_000)
     max_concurrent_trials: int | None = Field(None, ge=1)
+    # Grid points per Tune trial, trained as one vectorised model (trainers.packing); "auto":
+    # as many as fill each free CPU slot once.
+    pack: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
     resources: ResourcesSpec = ResourcesSpec()
     stop: StopRule = StopRule()
     loop: LoopConfig = LoopConfig()
@@ -274,9 +277,35 @@ def check_consistency(spec: ExperimentSpec) -> None:
             "scheduler.name: pbt needs choice/uniform/loguniform/randint dimensions "
             "in config to mutate"
         )
+    if spec.pack != 1:
+        _check_packing(spec)
     if spec.num_trials() > 100_000:
         raise ConfigError(f"config: the space has {spec.num_trials()} trials; the limit is 100000")
     budget.check(spec)
+
+
+def _check_packing(spec: ExperimentSpec) -> None:
+    cls = get_trainer_class(spec.trainer)
+    if not cls.packed:
+        able = sorted(n for n in TRAINERS if get_trainer_class(n).packed)
+        raise ConfigError(
+            f"pack: trainer {spec.trainer!r} cannot pack grid points; "
+            f"use pack: 1 (trainers that can: {', '.join(able)})"
+        )
+    rules = [
+        (spec.search.algorithm != "grid", "search.algorithm grid"),
+        (spec.scheduler.name != "fifo", "scheduler.name fifo (members stop together)"),
+        (spec.stop.metric is not None, "no stop.metric (members stop together)"),
+        (spec.resources.distributed, "one process per trial (resources.workers 1)"),
+    ]
+    for broken, needed in rules:
+        if broken:
+            raise ConfigError(f"pack: packing needs {needed}")
+    for path, dom in space.domains(spec.parsed_space()):
+        if dom.kind != "grid":
+            raise ConfigError(
+                f"pack: packing needs grid dimensions only; {space.dotted(path)} is {dom.kind}"
+            )
 
 
 def load_spec(

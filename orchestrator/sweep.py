@@ -60,7 +60,8 @@ def plan(spec: ExperimentSpec) -> str:
             "# resolved experiment",
             dump_yaml(spec).rstrip(),
             "",
-            f"trials: {n} ({spec.search.algorithm} search, {spec.scheduler.name} scheduler)",
+            f"trials: {n} ({spec.search.algorithm} search, {spec.scheduler.name} scheduler)"
+            + _packing(spec),
             "search dimensions:",
             *(dims or ["  (none)"]),
             f"resources per trial: {_resources(res)}; concurrent trials: {concurrent}",
@@ -69,6 +70,15 @@ def plan(spec: ExperimentSpec) -> str:
             f"(budget {spec.loop.record_budget_gb:g} GB)",
         ]
     )
+
+
+def _packing(spec: ExperimentSpec) -> str:
+    if spec.pack == 1:
+        return ""
+    from orchestrator.packing import make_packs
+
+    packs = make_packs(spec, _slots(spec))
+    return f", packed into {len(packs)} Tune trials of up to {max(map(len, packs))} points"
 
 
 def init_ray(address: str | None) -> None:
@@ -155,15 +165,21 @@ def _tuner(setup: SweepSetup, sweep_dir: Path, restore: bool):
             restart_errored=False,
         )
     multi = bool(spec.search.objectives)
+    param_space, samples = space.to_tune(spec.parsed_space()), spec.num_samples
+    if spec.pack != 1:  # one trial per pack of grid points (repeats are inside the packs)
+        from orchestrator.packing import make_packs
+
+        packs = make_packs(spec, _slots(spec))
+        param_space, samples = {"members": tune.grid_search(packs)}, 1
     return tune.Tuner(
         trainable,
-        param_space=space.to_tune(spec.parsed_space()),
+        param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=None if multi else spec.metric,
             mode=None if multi else spec.mode,
             search_alg=registry.make_searcher(spec),
             scheduler=registry.make_scheduler(spec),
-            num_samples=spec.num_samples,
+            num_samples=samples,
             max_concurrent_trials=spec.max_concurrent_trials,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
             # No new process (imports, store connections) per trial; PBT's pause/exploit
@@ -180,6 +196,15 @@ def _tuner(setup: SweepSetup, sweep_dir: Path, restore: bool):
             verbose=1,
         ),
     )
+
+
+def _slots(spec: ExperimentSpec) -> int:
+    """Trials that can run at once (on the Ray cluster when one is connected)."""
+    import ray
+
+    cpus = ray.cluster_resources().get("CPU", 1) if ray.is_initialized() else os.cpu_count()
+    slots = max(1, int(cpus // spec.resources.cpus))
+    return min(slots, spec.max_concurrent_trials or slots)
 
 
 def _execute(setup: SweepSetup, sweep_dir: Path, restore: bool) -> SweepOutcome:

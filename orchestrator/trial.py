@@ -130,12 +130,35 @@ class TrialContext:
         # Everything is kept and the run closed before the last report: a scheduler whose
         # horizon ends here (ASHA's max_t) stops the trial inside that report.
         if self.run is not None:
-            model_path = self.run.artifact_path("model/model.pt", self.workdir)
-            torch.save({**self.header, "step": result.step, "state": export}, model_path)
-            self.run.keep(model_path, "model/model.pt")
-            self.run.finish("FINISHED", tags={"dynsweep.stop_reason": result.stop_reason})
-            self.closed = True
+            self.keep_model(result.step, export)
+            self.end("FINISHED", tags={"dynsweep.stop_reason": result.stop_reason})
         self.report(result.step, result.metrics, checkpoint)
+
+    def keep_model(self, step: int, export: dict) -> None:
+        """Save the final model as the run's ``model/model.pt`` (with config and seed)."""
+        model_path = self.run.artifact_path("model/model.pt", self.workdir)
+        torch.save({**self.header, "step": step, "state": export}, model_path)
+        self.run.keep(model_path, "model/model.pt")
+
+    def end(
+        self,
+        status: str,
+        error: str | None = None,
+        fatal: bool = False,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        """End the run (rank 0) with ``status``; ``fatal``: a retry must not run it again."""
+        if self.run is not None and not self.closed:
+            self.run.finish(status, error, fatal=fatal, tags=tags)
+            self.closed = True
+
+    def fail(self, message: str) -> None:
+        """A member of a packed trial diverged: its run fails; the others go on."""
+        self.end("FAILED", message, fatal=True)
+
+    def flush(self) -> None:
+        if self.run is not None:
+            self.run.flush()
 
     def log_file(self, path: Path, artifact_path: str) -> None:
         if self.run is not None:
@@ -146,6 +169,11 @@ class TrialContext:
             self.run.log_artifact(path, f"trajectories/{name}")  # remote store: upload
 
 
+def trial_device(spec: ExperimentSpec) -> torch.device:
+    """CUDA when the trial holds a GPU, else CPU."""
+    return torch.device("cuda" if spec.resources.gpus > 0 and torch.cuda.is_available() else "cpu")
+
+
 def state_file(rank: int) -> str:
     """The checkpoint file of ``rank`` (rank 0 and single-process trials: ``state.pt``)."""
     return STATE_FILE if rank == 0 else f"state-rank{rank}.pt"
@@ -154,6 +182,11 @@ def state_file(rank: int) -> str:
 def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
     """The Tune function of every sweep (``params``: ``{"config": ..., "seed": ...}``)."""
     spec = ExperimentSpec.model_validate(setup.spec)
+    if "members" in params:
+        from orchestrator.packing import run_pack_trial
+
+        run_pack_trial(setup, spec, params["members"])
+        return
     trainer_cls = get_trainer_class(spec.trainer)
     config = trainer_cls.Config.model_validate(params["config"])
     resolved = config.model_dump(mode="json")
@@ -204,9 +237,7 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
         if changed:
             run.set_tags({f"dynsweep.config_at_step_{resume['step']}": json.dumps(changed)})
         attempt = run.attempt
-    device = torch.device(
-        "cuda" if spec.resources.gpus > 0 and torch.cuda.is_available() else "cpu"
-    )
+    device = trial_device(spec)
     # Scratch space for trajectory chunks and the final model before they go to MLflow; not
     # the Tune trial folder, which Tune copies to its storage (that would store them twice).
     workdir = Path(tempfile.mkdtemp(prefix=f"dynsweep-{trial_id}-"))
@@ -216,24 +247,20 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
 
 def train(trainer, ctx: TrialContext, spec: ExperimentSpec, resume, attempt: int) -> None:
     """Run the loop in ``ctx``; on failure end the run (rank 0) with the right status."""
-    run = ctx.run
     ctx.required = (spec.metric, *(spec.search.objectives or {}))
     loop = spec.loop if ctx.parallel.chief else spec.loop.model_copy(update={"record": ()})
     try:
         fit(trainer, ctx, loop, spec.stop, resume=resume, attempt=attempt)
     except (TrialFailure, DataError) as exc:  # retrying cannot help
-        if run is not None:
-            run.finish("FAILED", str(exc), fatal=True)
+        ctx.end("FAILED", str(exc), fatal=True)
         raise
     except SystemExit:
         # Tune stopped this trial (scheduler decision, or the sweep was interrupted): keep
         # what was logged; the driver sets the status (FINISHED by scheduler, or KILLED).
-        if run is not None:
-            run.flush()
+        ctx.flush()
         raise
     except BaseException as exc:
-        if run is not None:
-            run.finish("FAILED", f"{type(exc).__name__}: {exc}")
+        ctx.end("FAILED", f"{type(exc).__name__}: {exc}")
         raise
     finally:
         shutil.rmtree(ctx.workdir, ignore_errors=True)

@@ -1,0 +1,187 @@
+"""Packed sweeps: grid points grouped into Tune trials that each train one vectorised model.
+
+``make_packs`` lists every grid point of a spec (``{"config", "seed"}``), groups the points
+whose configs may share a model (:func:`trainers.packing.pack_key`) and cuts each group into
+packs of ``spec.pack`` points (``auto``: the grid spread evenly over the CPU slots). Each pack
+is one Tune trial; :func:`run_pack_trial` opens one MLflow child run per point — its own params,
+seed, metrics, model — as if it had run alone, and trains the packed trainer once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from orchestrator import space
+from orchestrator.spec import ExperimentSpec
+from orchestrator.tracking import TrialRun, flatten
+from orchestrator.tracking.sender import MetricSender
+from orchestrator.trial import TrialContext, load_state, run_name, train, trial_device
+from trainers import get_trainer_class
+from trainers.base import FitResult
+from trainers.packing import pack_key, packed_class
+
+Point = dict[str, Any]  # {"config": {...}, "seed": int}
+
+
+def grid_points(spec: ExperimentSpec) -> list[Point]:
+    """Every point of a grid-only space, ``num_samples`` times, in Tune's order."""
+    parsed = spec.parsed_space()
+    dims = list(space.domains(parsed))
+    points = []
+    for _ in range(spec.num_samples):
+        for values in itertools.product(*(d.values for _, d in dims)):
+            chosen = {path: v for (path, _), v in zip(dims, values)}
+            points.append(space.substitute(parsed, chosen))
+    return points
+
+
+def make_packs(spec: ExperimentSpec, slots: int) -> list[list[Point]]:
+    """The packs of a sweep: points that may share a model, at most ``spec.pack`` (or, with
+    ``auto``, about ``points / slots``) a pack, each group cut into packs of even size."""
+    cls = get_trainer_class(spec.trainer)
+    groups: dict[str, list[Point]] = {}
+    for point in grid_points(spec):
+        key = pack_key(cls, cls.Config.model_validate(point["config"]))
+        groups.setdefault(key, []).append(point)
+    total = sum(map(len, groups.values()))
+    size = math.ceil(total / max(slots, 1)) if spec.pack == "auto" else spec.pack
+    packs = []
+    for group in groups.values():
+        count = math.ceil(len(group) / size)
+        per = math.ceil(len(group) / count)
+        packs += [group[i : i + per] for i in range(0, len(group), per)]
+    return packs
+
+
+@dataclass
+class PackContext:
+    """The Context of a packed trial: members log into their own runs (``members``, one
+    :class:`orchestrator.trial.TrialContext` each); the pack reports to Tune and checkpoints."""
+
+    member_contexts: list[TrialContext]
+    sender: MetricSender
+    workdir: Path
+    data_dir: Path
+    header: dict[str, Any]
+    device: torch.device
+    required: tuple[str, ...] = ()
+    latest: dict[str, float] = field(default_factory=dict)
+    closed: bool = False
+
+    @property
+    def members(self) -> list[TrialContext]:
+        return self.member_contexts
+
+    @property
+    def seed(self) -> int:
+        return self.member_contexts[0].seed
+
+    @property
+    def parallel(self):
+        return self.member_contexts[0].parallel
+
+    @property
+    def trajectory_dir(self) -> Path:
+        return self.workdir / "trajectories"  # unused: members record into their own runs
+
+    @property
+    def live(self) -> list[TrialContext]:
+        return [m for m in self.member_contexts if not m.closed]
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        raise RuntimeError("a packed trial logs through its members")
+
+    def report(self, step: int, metrics: dict[str, float], checkpoint: dict | None) -> None:
+        self.latest.update(metrics)
+        result = {
+            **self.latest,
+            "step": step,
+            "mlflow_run_id": ",".join(m.header["run_id"] for m in self.member_contexts),
+            "mlflow_run_closed": self.closed,
+        }
+        for key in self.required:
+            result.setdefault(key, float("nan"))
+        if checkpoint is None:
+            tune.report(result)
+            return
+        self.sender.flush()  # a checkpoint is a durability point: its metrics are stored first
+        with tempfile.TemporaryDirectory(prefix="dynsweep-ckpt-") as tmp:
+            torch.save({**self.header, "loop": checkpoint}, Path(tmp) / "state.pt")
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    def finish(self, result: FitResult, checkpoint: dict, export: list[dict]) -> None:
+        for member, state in zip(self.member_contexts, export):
+            if not member.closed:
+                member.keep_model(result.step, state)
+                member.end("FINISHED", tags={"dynsweep.stop_reason": result.stop_reason})
+        self.closed = True
+        self.report(result.step, result.metrics, checkpoint)
+
+    def log_file(self, path: Path, artifact_path: str) -> None:
+        for member in self.live:
+            member.log_file(path, artifact_path)
+
+    def on_trajectory_file(self, name: str, path: Path) -> None:
+        raise RuntimeError("a packed trial records through its members")
+
+    def end(self, status: str, error: str | None = None, fatal: bool = False) -> None:
+        for member in self.live:
+            member.end(status, error, fatal)
+        self.sender.close()
+
+    def flush(self) -> None:
+        self.sender.flush()
+
+
+def run_pack_trial(setup, spec: ExperimentSpec, points: list[Point]) -> None:
+    """The Tune function's work for a packed trial: one run per point, one packed model."""
+    cls = get_trainer_class(spec.trainer)
+    configs = [cls.Config.model_validate(p["config"]) for p in points]
+    seeds = [int(p["seed"]) for p in points]
+    trial_id = tune.get_context().get_trial_id()
+    device = trial_device(spec)
+    workdir = Path(tempfile.mkdtemp(prefix=f"dynsweep-{trial_id}-"))
+    sender = MetricSender(setup.uri)
+    members = []
+    for i, (point, config, seed) in enumerate(zip(points, configs, seeds)):
+        member_id = f"{trial_id}-{i:03d}"
+        resolved = config.model_dump(mode="json")
+        flat = {**flatten(resolved, "config"), "seed": str(seed), "trainer": spec.trainer}
+        run = TrialRun.open(
+            setup.uri,
+            setup.experiment_id,
+            setup.parent_run_id,
+            member_id,
+            run_name=run_name(spec, point, member_id),
+            params=flat,
+            tags={**setup.tags, "dynsweep.seed": str(seed), "dynsweep.pack": trial_id},
+            sender=sender,
+        )
+        if run.attempt == 0:
+            run.log_dict({"trainer": spec.trainer, "config": resolved, "seed": seed}, "config.json")
+        header = {
+            "trial_id": member_id,
+            "run_id": run.run_id,
+            "trainer": spec.trainer,
+            "config": resolved,
+            "seed": seed,
+        }
+        members.append(
+            TrialContext(run, seed, workdir / f"member{i}", Path(setup.data_dir), header, device)
+        )
+    header = {"trial_id": trial_id, "trainer": spec.trainer, "members": [m.header for m in members]}
+    ctx = PackContext(members, sender, workdir, Path(setup.data_dir), header, device)
+    resume = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            resume = load_state(Path(folder) / "state.pt")["loop"]
+    train(packed_class(cls)(configs, seeds), ctx, spec, resume, members[0].run.attempt)
