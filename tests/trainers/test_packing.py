@@ -115,3 +115,27 @@ def test_packs_resume_from_a_checkpoint_exactly(tmp_path):
 def test_configs_that_differ_in_architecture_cannot_share_a_pack():
     with pytest.raises(ValueError, match="uniform_t, lr"):
         PackedPathsTrainer([PathsConfig(order=2), PathsConfig(order=3)], [0, 1])
+
+
+def test_packed_cnn_classification_on_digits_with_minibatches_equals_unpacked(tmp_path):
+    base = {
+        "dataset": "digits",
+        "architecture": "cnn",
+        "order": 1,
+        "width": 8,
+        "depth": 1,
+        "t_samples": 2,
+        "batch_size": 64,
+        "eval_points": 3,
+    }
+    configs = [PathsConfig(**base, lr=0.01), PathsConfig(**base, lr=0.003, uniform_t=True)]
+    ctx = LocalContext.packed(tmp_path / "pack", 2)
+    fit(PackedPathsTrainer(configs, [0, 1]), ctx, LOOP, StopRule(iterations=20))
+    for i, config in enumerate(configs):
+        alone = run_alone(config, i, tmp_path, 20)
+        got, want = ctx.members[i].metrics[-1][1], alone.metrics[-1][1]
+        assert "val/acc" in want and "train/noise_scale" not in want
+        for key in ("train/loss", "val/loss", "val/acc"):
+            assert got[key] == pytest.approx(want[key], abs=1e-5), key
+    first, last = ctx.members[0].metrics[0][1], ctx.members[0].metrics[-1][1]
+    assert last["val/loss"] < first["val/loss"]  # it learns

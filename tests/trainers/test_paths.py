@@ -107,11 +107,13 @@ def test_nuts_recovers_a_gaussian_with_converged_chains():
     assert diagnostics(draws, log_lik)["rhat_max"] < 1.1
 
 
-@pytest.mark.parametrize("space", ["line", "varphi", "lambda"])
-def test_subspace_sampling_around_a_trained_path(tmp_path, space):
+@pytest.mark.parametrize(
+    "space, dataset", [("line", "toy"), ("varphi", "toy"), ("lambda", "toy"), ("varphi", "digits")]
+)
+def test_subspace_sampling_around_a_trained_path(tmp_path, space, dataset):
     from trainers.paths.subspace_trainer import SubspaceConfig, SubspaceTrainer
 
-    cfg = PathsConfig(order=2, width=8)
+    cfg = PathsConfig(order=2, width=8, depth=1 if dataset == "digits" else 2, dataset=dataset)
     ctx = LocalContext(tmp_path / "path")
     fit(PathsTrainer(cfg), ctx, LoopConfig(eval_every=100), StopRule(iterations=100))
     model = tmp_path / "model.pt"
@@ -124,9 +126,12 @@ def test_subspace_sampling_around_a_trained_path(tmp_path, space):
     final = sctx.metrics[-1][1]
     assert final["val/chains_done"] == 2
     assert sctx.export["samples"].shape[:2] == (2, 30)
-    for key in ("val/rhat_max", "val/ess_bulk_min", "val/lppd", "val/elpd_loo", "val/rmse"):
+    fit_key = "val/acc" if dataset == "digits" else "val/rmse"
+    for key in ("val/rhat_max", "val/ess_bulk_min", "val/lppd", "val/elpd_loo", fit_key):
         assert key in final and final[key] == final[key]  # present, not NaN
     assert final["val/grad_evals"] >= 100
+    if dataset == "digits":  # sampling around a trained classifier path predicts well
+        assert final["val/acc"] > 0.5
 
 
 def test_subspace_names_a_missing_path_model(tmp_path):
@@ -166,3 +171,39 @@ def test_lambda_space_with_zero_offset_lies_on_the_curve():
     assert float((off - weights(torch.zeros(3, dtype=torch.float64))).norm()) == pytest.approx(
         0.5, rel=1e-6
     )  # a unit ξ moves the tube scale away from the curve
+
+
+def test_mode_connectivity_between_two_trained_networks(tmp_path):
+    """Order 0 trains one network; a curve with endpoints keeps both fixed and bends between."""
+    ends = []
+    for seed in (0, 1):
+        ctx = LocalContext(tmp_path / f"net{seed}", seed=seed)
+        config = PathsConfig(order=0, width=8, lr=0.02)
+        fit(PathsTrainer(config), ctx, LoopConfig(eval_every=50), StopRule(iterations=150))
+        path = tmp_path / f"net{seed}.pt"
+        header = {"trainer": "paths", "config": config.model_dump(), "seed": seed}
+        torch.save({**header, "state": ctx.export}, path)
+        ends.append(path)
+    config = PathsConfig(order=3, width=8, lr=0.01, endpoints=(str(ends[0]), str(ends[1])))
+    PathsTrainer.prepare([config], tmp_path)
+    ctx = LocalContext(tmp_path / "curve", seed=5)
+    trainer = PathsTrainer(config)
+    fit(trainer, ctx, LoopConfig(eval_every=20), StopRule(iterations=60))
+    theta = trainer.theta.detach()
+    for i, path in ((0, ends[0]), (-1, ends[1])):
+        assert torch.equal(theta[i], torch.load(path, weights_only=True)["state"]["theta"][0])
+    line = torch.linspace(0, 1, 4)[:, None]
+    assert not torch.allclose(theta[1:3], ((1 - line) * theta[0] + line * theta[-1])[1:3])
+    losses = [m["val/loss"] for _, m in ctx.metrics if "val/loss" in m]
+    assert losses[-1] < losses[0]  # the bent curve beats the straight line between the ends
+
+
+def test_bad_endpoint_files_are_named(tmp_path):
+    missing = PathsConfig(order=2, endpoints=(str(tmp_path / "a.pt"), str(tmp_path / "b.pt")))
+    with pytest.raises(DataError, match="a.pt.*order 0"):
+        PathsTrainer.prepare([missing], tmp_path)
+    curve = tmp_path / "curve.pt"
+    theta = torch.zeros(3, 10)
+    torch.save({"trainer": "paths", "state": {"theta": theta}}, curve)
+    with pytest.raises(DataError, match="not one trained network"):
+        PathsTrainer.prepare([PathsConfig(order=2, endpoints=(str(curve), str(curve)))], tmp_path)

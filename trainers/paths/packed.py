@@ -5,7 +5,8 @@ and differ in seed, ``lr`` and ``uniform_t``. Every tensor of :class:`PathsTrain
 leading member dimension; the NLL is ``vmap``-ed over members and, inside, over the points t of
 the curve. Each member draws its t samples from its own generator, initialises its control
 points as the unpacked trainer does and is updated by :class:`StackedAdam` with its own
-learning rate, so its losses equal the unpacked run's (tests: within 1e-5).
+learning rate, so its losses equal the unpacked run's (tests: within 1e-5). Regression data
+(drawn per seed) are stacked per member; an image dataset's one split is shared by all.
 """
 
 from __future__ import annotations
@@ -18,17 +19,18 @@ from torch import nn
 from torch.func import functional_call
 
 from trainers.base import Context, Trainer
+from trainers.data import Batches
 from trainers.packing import StackedAdam, pack_key
 from trainers.paths import bezier
-from trainers.paths.trainer import (
-    PathsConfig,
-    PathsTrainer,
-    gaussian_log_likelihood,
+from trainers.paths.model import (
     initial_control_points,
+    is_classification,
     load_splits,
+    log_likelihood,
     network,
     unflatten,
 )
+from trainers.paths.trainer import PathsConfig, PathsTrainer
 
 
 class PackedPathsTrainer(Trainer):
@@ -48,43 +50,70 @@ class PackedPathsTrainer(Trainer):
     def setup(self, ctx: Context) -> None:
         cfg, device = self.config, ctx.device
         self.device = device
-        splits = [load_splits(cfg, seed) for seed in self.seeds]
-        self.data = {
-            part: tuple(torch.stack([s[part][i] for s in splits]).to(device) for i in (0, 1))
-            for part in splits[0]
-        }
-        inputs = self.data["train"][0].shape[2]
-        self.template = network(inputs, cfg).to(device)
+        self.classify = is_classification(cfg)
+        self.shared = self.classify  # one split for every seed
+        if self.shared:
+            splits = load_splits(cfg, 0, ctx.data_dir)
+            self.data = {k: (x.to(device), y.to(device)) for k, (x, y) in splits.items()}
+        else:
+            members = [load_splits(cfg, seed, ctx.data_dir) for seed in self.seeds]
+            self.data = {
+                part: tuple(torch.stack([m[part][i] for m in members]).to(device) for i in (0, 1))
+                for part in members[0]
+            }
+        shape = tuple(self.data["train"][0].shape[2 - self.shared :])
+        self.template = network(shape, cfg).to(device)
         self.shapes = {n: p.shape for n, p in self.template.named_parameters()}
-        theta = torch.stack([initial_control_points(cfg, inputs, s) for s in self.seeds])
+        theta = torch.stack([initial_control_points(cfg, shape, s) for s in self.seeds])
         self.theta = nn.Parameter(theta.to(device))
         self.log_scale = nn.Parameter(torch.zeros(self.members, device=device))
         lr = torch.tensor([c.lr for c in self.configs], device=device)
         self.optimizer = StackedAdam([self.theta, self.log_scale], lr)
         self.uniform_t = torch.tensor([c.uniform_t for c in self.configs], device=device)
         self.generators = [torch.Generator().manual_seed(s + 1) for s in self.seeds]
+        n_train = self.data["train"][1].shape[1 - self.shared]
+        self.batches = [Batches(n_train, cfg.batch_size or n_train, s + 2) for s in self.seeds]
         self.best_loss = torch.full((self.members,), math.inf, device=device)
         self.best_theta = self.theta.detach().clone()
         self.best_log_scale = self.log_scale.detach().clone()
 
-    def nll(self, t: torch.Tensor, part: str) -> torch.Tensor:
-        """Gaussian NLL per member and point of its curve at ``t`` (members × len): same."""
-        x, y = self.data[part]
+    def _outputs(self, flats: torch.Tensor, x: torch.Tensor, data_dim) -> torch.Tensor:
+        """Network outputs per member and curve point: flats members×T×P on x (per member
+        when ``data_dim`` is 0, shared when None)."""
 
-        def member(theta, ts, xs, ys, log_scale):
-            def at(flat):
-                pred = functional_call(self.template, unflatten(flat, self.shapes), (xs,))
-                return -gaussian_log_likelihood(ys, pred, log_scale).mean()
+        def member(points, xs):
+            return torch.vmap(
+                lambda flat: functional_call(self.template, unflatten(flat, self.shapes), (xs,))
+            )(points)
 
-            return torch.vmap(at)(bezier.point(theta, ts))
+        return torch.vmap(member, in_dims=(0, data_dim))(flats, x)
 
-        return torch.vmap(member)(self.theta, t, x, y, self.log_scale)
+    def nll(self, t: torch.Tensor, x: torch.Tensor, y: torch.Tensor, data_dim) -> torch.Tensor:
+        """NLL per member and point of its curve at ``t`` (members × len(t)) on (x, y)."""
+        out = self._outputs(torch.vmap(bezier.point)(self.theta, t), x, data_dim)
+
+        def member(outs, ys, log_scale):
+            return torch.vmap(lambda o: -log_likelihood(ys, o, log_scale, self.classify).mean())(
+                outs
+            )
+
+        return torch.vmap(member, in_dims=(0, data_dim, 0))(out, y, self.log_scale)
+
+    def _train_data(self) -> tuple[torch.Tensor, torch.Tensor, int | None]:
+        x, y = self.data["train"]
+        if not self.config.batch_size:
+            return x, y, None if self.shared else 0
+        idx = torch.stack([b.next() for b in self.batches]).to(self.device)
+        if self.shared:
+            return x[idx], y[idx], 0
+        rows = torch.arange(self.members, device=self.device)[:, None]
+        return x[rows, idx], y[rows, idx], 0
 
     def step(self) -> dict[str, list[float]]:
         cfg = self.config
         t = torch.stack([torch.rand(cfg.t_samples, generator=g) for g in self.generators])
         t = t.to(self.device)
-        losses = self.nll(t, "train")
+        losses = self.nll(t, *self._train_data())
         with torch.no_grad():
             grid = torch.linspace(0, 1, 257, device=self.device)
             length = torch.trapezoid(torch.vmap(bezier.speed, (0, None))(self.theta, grid), grid)
@@ -92,16 +121,21 @@ class PackedPathsTrainer(Trainer):
         loss = torch.where(self.uniform_t, (weights * losses).mean(1), losses.mean(1))
         self.optimizer.zero_grad()
         loss.sum().backward()  # members are independent: each gets its own gradient
+        if cfg.endpoints is not None:  # the given networks stay where they are
+            self.theta.grad[:, [0, -1]] = 0
         self.optimizer.step()
-        return {
-            "train/loss": loss.tolist(),
-            "train/noise_scale": self.log_scale.detach().exp().tolist(),
-        }
+        metrics = {"train/loss": loss.tolist()}
+        if not self.classify:
+            metrics["train/noise_scale"] = self.log_scale.detach().exp().tolist()
+        return metrics
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, list[float]]:
         t = torch.linspace(0, 1, self.config.eval_points, device=self.device)
-        val = self.nll(t.expand(self.members, -1), "val")
+        t = t.expand(self.members, -1)
+        x, y = self.data["val"]
+        data_dim = None if self.shared else 0
+        val = self.nll(t, x, y, data_dim)
         loss = val.mean(1)
         better = loss < self.best_loss
         self.best_loss = torch.where(better, loss, self.best_loss)
@@ -109,6 +143,9 @@ class PackedPathsTrainer(Trainer):
         self.best_log_scale[better] = self.log_scale[better]
         curves = [bezier.metrics(theta) for theta in self.theta]
         metrics = {"val/loss": loss.tolist(), "val/loss_max": val.max(1).values.tolist()}
+        if self.classify:
+            out = self._outputs(torch.vmap(bezier.point)(self.theta, t), x, data_dim)
+            metrics["val/acc"] = out.argmax(-1).eq(y).float().mean((1, 2)).tolist()
         metrics.update({f"val/path_{k}": [c[k] for c in curves] for k in curves[0]})
         metrics["val/best_loss"] = self.best_loss.tolist()
         return metrics
@@ -124,6 +161,7 @@ class PackedPathsTrainer(Trainer):
             "log_scale": self.log_scale.detach().clone(),
             "optimizer": self.optimizer.state_dict(),
             "generators": [g.get_state() for g in self.generators],
+            "batches": [b.state_dict() for b in self.batches],
             "best_loss": self.best_loss.clone(),
             "best_theta": self.best_theta.clone(),
             "best_log_scale": self.best_log_scale.clone(),
@@ -136,6 +174,8 @@ class PackedPathsTrainer(Trainer):
         self.optimizer.load_state_dict(state["optimizer"])
         for g, saved in zip(self.generators, state["generators"]):
             g.set_state(saved)
+        for b, saved in zip(self.batches, state["batches"]):
+            b.load_state_dict(saved)
 
     def export(self) -> list[dict[str, Any]]:
         """One export per member, as :meth:`PathsTrainer.export` writes it."""

@@ -5,8 +5,9 @@ space around its curve (see :mod:`trainers.paths.sampling`), and runs ``chains``
 one after another, one transition per loop step (``warmup`` + ``draws`` each; set
 ``stop.iterations`` to at least ``chains × (warmup + draws)``). Per step: ``train/potential``.
 When the last chain is done, evaluation reports ``val/rhat_max``, ``val/ess_bulk_min`` (ArviZ),
-``val/lppd`` and ``val/elpd_loo`` (PSIS-LOO) and ``val/rmse`` of the posterior predictive mean
-on the test split, with ``val/grad_evals`` and ``val/sample_seconds``.
+``val/lppd`` and ``val/elpd_loo`` (PSIS-LOO) and ``val/rmse`` (regression) or ``val/acc``
+(classification) of the posterior predictive mean on the test split, with ``val/grad_evals``
+and ``val/sample_seconds``.
 """
 
 from __future__ import annotations
@@ -49,7 +50,11 @@ class SubspaceTrainer(Trainer):
         cfg = self.config
         header = _load_path(cfg.path_model)
         self.path = PathsTrainer(PathsConfig.model_validate(header["config"]))
-        self.path.setup(LocalContext(ctx.workdir, seed=int(header["seed"]), device=ctx.device))
+        self.path.setup(
+            LocalContext(
+                ctx.workdir, seed=int(header["seed"]), device=ctx.device, data_dir=ctx.data_dir
+            )
+        )
         state = header["state"]
         self.theta = state["theta"].to(ctx.device)
         self.log_scale = state["log_scale"].to(ctx.device)
@@ -112,10 +117,14 @@ class SubspaceTrainer(Trainer):
         log_lik = torch.stack(
             [self.path.log_likelihood(self.weights(q), "test", self.log_scale) for q in flat]
         )
-        preds = torch.stack([self.path.predict(self.weights(q), "test").flatten() for q in flat])
-        y = self.path.data["test"][1].flatten()
+        preds = torch.stack([self.path.predict(self.weights(q), "test") for q in flat])
+        y = self.path.data["test"][1]
         metrics = sampling.diagnostics(draws, log_lik.reshape(*draws.shape[:2], -1))
-        metrics["rmse"] = float((preds.mean(0) - y).pow(2).mean().sqrt())
+        if self.path.classify:  # accuracy of the posterior predictive
+            probs = preds.softmax(-1).mean(0)
+            metrics["acc"] = float(probs.argmax(1).eq(y).float().mean())
+        else:
+            metrics["rmse"] = float((preds.mean(0).flatten() - y.flatten()).pow(2).mean().sqrt())
         metrics["grad_evals"] = float(self.evaluations)
         metrics["sample_seconds"] = self.seconds
         metrics["chains_done"] = float(len(self.samples))

@@ -1,13 +1,16 @@
 """The ``paths`` trainer: a Bezier curve of networks through weight space (Dold et al.).
 
-The control points θ_0..θ_K are flattened parameter vectors of one small MLP (depth × width,
-relu / elu / tanh), each initialised independently. Per step: the expected Gaussian NLL
-(learnable noise scale) over ``t_samples`` points t ~ U(0, 1) along the curve; with
-``uniform_t`` each point is weighted by ‖b′(t)‖ / L so the expectation is uniform in arc
-length. Per evaluation: ``val/loss`` (the NLL averaged over a t-grid of the validation split),
-``val/loss_max`` along the curve, and the curve's ``val/path_length``, ``val/path_chord``,
-``val/path_polygon`` and ``val/path_mean_curvature``. The curve with the best ``val/loss`` is kept
-and exported.
+The control points θ_0..θ_K are flattened parameter vectors of one small network (an MLP
+depth × width, or a LeNet-size CNN on images; relu / elu / tanh), each initialised
+independently — or, with ``endpoints``, two trained networks fixed at the ends (mode
+connectivity) and the inner points starting on the line between them. Per step: the expected
+NLL (Gaussian with a learnt scale for regression, cross-entropy for classification) over
+``t_samples`` points t ~ U(0, 1) along the curve; with ``uniform_t`` each point is weighted by
+‖b′(t)‖ / L so the expectation is uniform in arc length. Per evaluation: ``val/loss`` (the NLL
+averaged over a t-grid of the validation split), ``val/loss_max`` along the curve, ``val/acc``
+(classification), and the curve's ``val/path_length``, ``val/path_chord``, ``val/path_polygon``
+and ``val/path_mean_curvature``. The curve with the best ``val/loss`` is kept and exported.
+Order 0 trains one network (the end points of a later mode-connectivity sweep).
 """
 
 from __future__ import annotations
@@ -17,68 +20,51 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 from torch.func import functional_call
 
 from trainers.base import Context, Trainer, TrainerConfig
-from trainers.nets import mlp
+from trainers.data import Batches, load_dataset
 from trainers.paths import bezier
-from trainers.paths.data import csv_regression, diabetes, toy_regression
-
-ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh}
+from trainers.paths.data import csv_regression
+from trainers.paths.model import (
+    IMAGE_DATASETS,
+    initial_control_points,
+    is_classification,
+    load_endpoint,
+    load_splits,
+    log_likelihood,
+    network,
+    unflatten,
+)
 
 
 class PathsConfig(TrainerConfig):
-    dataset: Literal["toy", "diabetes", "csv"] = "toy"
+    dataset: Literal["toy", "diabetes", "csv", "digits", "mnist", "fashion_mnist"] = "toy"
     csv_path: str = ""  # dataset csv: numeric columns, target last
-    order: int = Field(2, ge=1)  # K: the curve has K + 1 control points
-    depth: int = Field(2, ge=1)  # hidden layers
+    architecture: Literal["mlp", "cnn"] = "mlp"  # cnn: LeNet-size, image datasets only
+    order: int = Field(2, ge=0)  # K: the curve has K + 1 control points (0: one network)
+    depth: int = Field(2, ge=1)  # hidden layers (of the CNN's head)
     width: int = Field(16, ge=1)
     activation: Literal["relu", "elu", "tanh"] = "relu"
+    # Two trained networks (model.pt of 'paths' runs of order 0) fixed as the curve's ends.
+    endpoints: tuple[str, str] | None = None
     t_samples: int = Field(8, ge=1)
     uniform_t: bool = False
     lr: float = Field(1e-2, gt=0)
+    batch_size: int = Field(0, ge=0)  # training examples a step (0: the whole split)
     eval_points: int = Field(21, ge=2)
 
-
-def network(inputs: int, config: PathsConfig) -> nn.Sequential:
-    """The regression MLP whose weights the curve moves through: depth × width → 1."""
-    return mlp([inputs, *[config.width] * config.depth, 1], ACTIVATIONS[config.activation])
-
-
-def load_splits(config: PathsConfig, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    if config.dataset == "toy":
-        return toy_regression(seed)
-    if config.dataset == "diabetes":
-        return diabetes(seed)
-    return csv_regression(config.csv_path, seed)
-
-
-def initial_control_points(config: PathsConfig, inputs: int, seed: int) -> torch.Tensor:
-    """θ_0..θ_K: independent initialisations of the same network, (K+1)×P."""
-    points = []
-    for k in range(config.order + 1):
-        torch.manual_seed(seed * 1000 + k)
-        net = network(inputs, config)
-        points.append(torch.cat([p.detach().flatten() for p in net.parameters()]))
-    return torch.stack(points)
-
-
-def gaussian_log_likelihood(y: torch.Tensor, pred: torch.Tensor, log_scale) -> torch.Tensor:
-    """Pointwise log N(y; pred, exp(log_scale)²): N."""
-    resid = (y - pred).flatten()
-    return -0.5 * (math.log(2 * math.pi) + 2 * log_scale + resid**2 / torch.exp(2 * log_scale))
-
-
-def unflatten(flat: torch.Tensor, shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
-    """A flat weight vector as the named parameters of the network."""
-    params, start = {}, 0
-    for name, shape in shapes.items():
-        n = shape.numel()
-        params[name] = flat[start : start + n].reshape(shape)
-        start += n
-    return params
+    @model_validator(mode="after")
+    def _consistent(self) -> PathsConfig:
+        if self.architecture == "cnn" and self.dataset not in IMAGE_DATASETS:
+            raise ValueError(
+                f"architecture cnn needs an image dataset: {', '.join(IMAGE_DATASETS)}"
+            )
+        if self.order == 0 and (self.uniform_t or self.endpoints):
+            raise ValueError("order 0 is one network: no uniform_t, no endpoints")
+        return self
 
 
 class PathsTrainer(Trainer):
@@ -90,46 +76,65 @@ class PathsTrainer(Trainer):
 
     @classmethod
     def prepare(cls, configs: list[PathsConfig], data_dir: Path) -> None:
-        for c in configs:  # toy and diabetes need nothing; a CSV must be there and readable
+        """Files must be there and readable; image datasets are fetched once."""
+        for c in configs:
             if c.dataset == "csv":
                 csv_regression(c.csv_path)
+            if c.dataset in IMAGE_DATASETS:
+                load_dataset(c.dataset, data_dir, 0.3, 0)
+            for path in c.endpoints or ():
+                load_endpoint(path)
 
     def setup(self, ctx: Context) -> None:
         cfg = self.config
         self.device = ctx.device
-        splits = load_splits(cfg, ctx.seed)
+        self.classify = is_classification(cfg)
+        splits = load_splits(cfg, ctx.seed, ctx.data_dir)
         self.data = {k: (x.to(self.device), y.to(self.device)) for k, (x, y) in splits.items()}
-        inputs = self.data["train"][0].shape[1]
-        self.template = network(inputs, cfg).to(self.device)
+        shape = tuple(self.data["train"][0].shape[1:])
+        self.template = network(shape, cfg).to(self.device)
         self.shapes = {n: p.shape for n, p in self.template.named_parameters()}
-        theta = initial_control_points(cfg, inputs, ctx.seed)
+        theta = initial_control_points(cfg, shape, ctx.seed)
         self.theta = nn.Parameter(theta.to(self.device))
         self.log_scale = nn.Parameter(torch.zeros((), device=self.device))
         self.optimizer = torch.optim.Adam([self.theta, self.log_scale], lr=cfg.lr)
         self.generator = torch.Generator().manual_seed(ctx.seed + 1)
+        n_train = len(self.data["train"][1])
+        self.batches = Batches(n_train, cfg.batch_size or n_train, ctx.seed + 2)
         self.best: dict[str, Any] = {"val_loss": math.inf}
 
     def predict(self, flat: torch.Tensor, part: str) -> torch.Tensor:
-        """The network with flat weights ``flat`` on split ``part``: N×1."""
+        """The network with flat weights ``flat`` on split ``part``: N×outputs."""
         return functional_call(self.template, unflatten(flat, self.shapes), (self.data[part][0],))
 
     def log_likelihood(self, flat: torch.Tensor, part: str, log_scale=None) -> torch.Tensor:
-        """Pointwise Gaussian log-likelihood of split ``part`` under weights ``flat``: N."""
+        """Pointwise log-likelihood of split ``part`` under weights ``flat``: N."""
         log_scale = self.log_scale if log_scale is None else log_scale
-        return gaussian_log_likelihood(self.data[part][1], self.predict(flat, part), log_scale)
+        y = self.data[part][1]
+        return log_likelihood(y, self.predict(flat, part), log_scale, self.classify)
 
-    def nll(self, t: torch.Tensor, part: str, theta=None, log_scale=None) -> torch.Tensor:
-        """Gaussian NLL per point of the curve at ``t`` on split ``part``: len(t)."""
-        theta = self.theta if theta is None else theta
-        log_scale = self.log_scale if log_scale is None else log_scale
+    def _nll(self, t: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """NLL per point of the curve at ``t`` on (x, y): len(t)."""
         return torch.stack(
-            [-self.log_likelihood(flat, part, log_scale).mean() for flat in bezier.point(theta, t)]
+            [
+                -log_likelihood(
+                    y,
+                    functional_call(self.template, unflatten(flat, self.shapes), (x,)),
+                    self.log_scale,
+                    self.classify,
+                ).mean()
+                for flat in bezier.point(self.theta, t)
+            ]
         )
 
     def step(self) -> dict[str, float]:
         cfg = self.config
         t = torch.rand(cfg.t_samples, generator=self.generator).to(self.device)
-        losses = self.nll(t, "train")
+        x, y = self.data["train"]
+        if cfg.batch_size:
+            idx = self.batches.next().to(self.device)
+            x, y = x[idx], y[idx]
+        losses = self._nll(t, x, y)
         if cfg.uniform_t:
             with torch.no_grad():
                 grid = torch.linspace(0, 1, 257, device=self.device)
@@ -140,17 +145,29 @@ class PathsTrainer(Trainer):
             loss = losses.mean()
         self.optimizer.zero_grad()
         loss.backward()
+        if cfg.endpoints is not None:  # the given networks stay where they are
+            self.theta.grad[[0, -1]] = 0
         self.optimizer.step()
-        return {
-            "train/loss": loss.item(),
-            "train/noise_scale": float(self.log_scale.detach().exp()),
-        }
+        metrics = {"train/loss": loss.item()}
+        if not self.classify:
+            metrics["train/noise_scale"] = float(self.log_scale.detach().exp())
+        return metrics
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         t = torch.linspace(0, 1, self.config.eval_points, device=self.device)
-        val = self.nll(t, "val")
+        val = self._nll(t, *self.data["val"])
         metrics = {"val/loss": float(val.mean()), "val/loss_max": float(val.max())}
+        if self.classify:
+            x, y = self.data["val"]
+            metrics["val/acc"] = float(
+                torch.stack(
+                    [
+                        self.predict(flat, "val").argmax(1).eq(y).float().mean()
+                        for flat in bezier.point(self.theta, t)
+                    ]
+                ).mean()
+            )
         metrics.update({f"val/path_{k}": v for k, v in bezier.metrics(self.theta).items()})
         if metrics["val/loss"] < self.best["val_loss"]:
             self.best = {
@@ -172,6 +189,7 @@ class PathsTrainer(Trainer):
             "log_scale": self.log_scale.detach().clone(),
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
+            "batches": self.batches.state_dict(),
             "best": dict(self.best),
         }
 
@@ -183,6 +201,7 @@ class PathsTrainer(Trainer):
         for group in self.optimizer.param_groups:
             group["lr"] = self.config.lr
         self.generator.set_state(state["generator"])
+        self.batches.load_state_dict(state["batches"])
         self.best = dict(state["best"])
 
     def export(self) -> dict[str, Any]:
