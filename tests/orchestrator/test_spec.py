@@ -154,3 +154,9 @@ def test_unreachable_ray_address_is_reported_plainly(workdir, capsys, no_ray):
     code = cli.main(["sweep", str(QUICKSTART), "--address", "127.0.0.1:9"])
     assert code == 2
     assert "cannot reach a Ray cluster at 127.0.0.1:9" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path):
+    spec = load_spec(path)
+    assert spec.num_trials() >= 1
