@@ -6,7 +6,7 @@ The grid: the toy regression, Bezier curves of order 4 through 2×16 MLPs, activ
 relu/elu × uniform_t false/true × lr {0.01, 0.02} × ``--seeds`` seeds (32 → 256 points). Both
 sweeps go through ``orchestrator.sweep.run`` on the same 2-CPU Ray session (timed from the call
 to its return, MLflow runs, metrics and models included): once with ``pack: auto`` (here: 4
-Tune trials of 64 points), once unpacked (256 trials). Then every point's final
+Tune trials of 128 points, one per activation), once unpacked (256 trials). Then every point's final
 ``val/best_loss`` and its whole ``train/loss`` history are compared between the two; the
 largest difference is printed. Goal: ≥ 10 × faster end to end, with equal results.
 """
@@ -84,6 +84,7 @@ def main() -> None:
             outcome = sweep.run(spec)
             walls[pack] = time.perf_counter() - start
             sweep.finish(outcome)
+            print(f"pack: {pack}: {walls[pack]:.1f} s", flush=True)
         packed, plain = final_values("pack-auto"), final_values("pack-1")
     points = len(plain)
     assert packed.keys() == plain.keys(), "the two sweeps ran different points"

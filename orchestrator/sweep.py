@@ -166,11 +166,8 @@ def _tuner(setup: SweepSetup, sweep_dir: Path, restore: bool):
         )
     multi = bool(spec.search.objectives)
     param_space, samples = space.to_tune(spec.parsed_space()), spec.num_samples
-    if spec.pack != 1:  # one trial per pack of grid points (repeats are inside the packs)
-        from orchestrator.packing import make_packs
-
-        packs = make_packs(spec, _slots(spec))
-        param_space, samples = {"members": tune.grid_search(packs)}, 1
+    if setup.packs is not None:  # one trial per pack of grid points (repeats inside packs)
+        param_space, samples = {"pack": tune.grid_search(list(range(len(setup.packs))))}, 1
     return tune.Tuner(
         trainable,
         param_space=param_space,
@@ -270,8 +267,19 @@ def run(
         spec.resolved(),
         {**tags, "dynsweep.sweep_dir": str(sweep_dir)},
     )
+    packs = None
+    if spec.pack != 1:
+        from orchestrator.packing import make_packs
+
+        packs = make_packs(spec, _slots(spec))
     setup = SweepSetup(
-        spec.resolved(), uri, experiment_id, parent, str(Path(spec.data_dir).resolve()), tags
+        spec.resolved(),
+        uri,
+        experiment_id,
+        parent,
+        str(Path(spec.data_dir).resolve()),
+        tags,
+        packs,
     )
     _write_manifest(sweep_dir, setup)
     return _execute(setup, sweep_dir, restore=False)

@@ -39,6 +39,8 @@ class SweepSetup:
     parent_run_id: str
     data_dir: str
     tags: dict[str, str] = field(default_factory=dict)
+    # A packed sweep's grid points, one list per Tune trial (its param is the index).
+    packs: list[list[dict[str, Any]]] | None = None
 
 
 def load_state(path: Path) -> dict[str, Any]:
@@ -182,10 +184,10 @@ def state_file(rank: int) -> str:
 def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
     """The Tune function of every sweep (``params``: ``{"config": ..., "seed": ...}``)."""
     spec = ExperimentSpec.model_validate(setup.spec)
-    if "members" in params:
+    if "pack" in params:
         from orchestrator.packing import run_pack_trial
 
-        run_pack_trial(setup, spec, params["members"])
+        run_pack_trial(setup, spec, setup.packs[params["pack"]])
         return
     trainer_cls = get_trainer_class(spec.trainer)
     config = trainer_cls.Config.model_validate(params["config"])
