@@ -47,6 +47,21 @@ def find_sweeps(experiment: str, uri: str | None = None) -> list[Run]:
     return _sweeps(client, _experiment_id(client, experiment))
 
 
+def find_sweep(experiment: str, sweep: str | None = None, uri: str | None = None) -> Run:
+    """The parent run of one sweep of ``experiment``: ``sweep`` (a run id or name) or the
+    newest."""
+    client = MlflowClient(uri or default_uri())
+    sweeps = _sweeps(client, _experiment_id(client, experiment))
+    if not sweeps:
+        raise UserError(f"experiment {experiment!r} has no dynsweep sweeps")
+    if sweep is None:
+        return sweeps[0]
+    match = [s for s in sweeps if sweep in (s.info.run_id, s.info.run_name)]
+    if not match:
+        raise UserError(f"no sweep {sweep!r} in experiment {experiment!r}")
+    return match[0]
+
+
 def find_runs(
     experiment: str, sweep: str | None = None, status: str | None = None, uri: str | None = None
 ) -> list[Run]:
@@ -55,21 +70,30 @@ def find_runs(
     ``sweep`` is a parent run id or run name; ``status`` filters (e.g. ``"FINISHED"``).
     """
     client = MlflowClient(uri or default_uri())
-    exp_id = _experiment_id(client, experiment)
-    sweeps = _sweeps(client, exp_id)
-    if not sweeps:
-        raise UserError(f"experiment {experiment!r} has no dynsweep sweeps")
-    parent = sweeps[0]
-    if sweep is not None:
-        match = [s for s in sweeps if sweep in (s.info.run_id, s.info.run_name)]
-        if not match:
-            raise UserError(f"no sweep {sweep!r} in experiment {experiment!r}")
-        parent = match[0]
+    parent = find_sweep(experiment, sweep, uri)
+    exp_id = parent.info.experiment_id
     query = f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
     if status:
         query += f" and attributes.status = '{status}'"
     runs = client.search_runs([exp_id], filter_string=query, max_results=50_000)
     return sorted(runs, key=lambda r: r.info.run_name or "")
+
+
+def metric_histories(
+    run_id: str, keys: list[str], uri: str | None = None
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Several metrics of a run on the steps they all have: ``(steps, {key: values})``."""
+    histories = {k: metric_history(run_id, k, uri) for k in keys}
+    common = histories[keys[0]][0]
+    for steps, _ in histories.values():
+        common = np.intersect1d(common, steps)
+    if len(common) == 0:
+        raise DataError(f"run {run_id}: metrics {keys} share no step")
+    out = {}
+    for key, (steps, values) in histories.items():
+        last = {s: v for s, v in zip(steps, values)}  # a step logged twice: its last value
+        out[key] = np.array([last[s] for s in common])
+    return common, out
 
 
 def metric_history(run_id: str, key: str, uri: str | None = None) -> tuple[np.ndarray, np.ndarray]:

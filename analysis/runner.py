@@ -1,14 +1,22 @@
 """Run analysis steps over every finished trial of a sweep, as Ray tasks.
 
-Each task reads its input (a metric history) back from MLflow and fits one step; the driver
-writes every result to its run through :mod:`orchestrator.tracking` (the one MLflow writer)
-as ``analysis/<step>/<metric>`` metrics plus a JSON artifact per table.
+Each task reads its input back from MLflow — one metric history, several aligned on their
+common steps, a recorded trajectory (steps with ``input_kind = "trajectory"``) or the run's
+final model (``input_kind = "model"``) — and fits one step. The driver writes each result to
+its run through :mod:`orchestrator.tracking` (the one MLflow writer): ``analysis/<name>/<metric>``
+metrics, a JSON artifact per table, PNG figures, and a tag holding the hash of the step's
+configuration, so that re-running skips what exists (unless ``force``). At the end the parent
+run gets the sweep's table (one row per trial: its swept hyperparameters and every analysis
+metric) and a plot of each analysis metric against each swept hyperparameter.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +25,7 @@ import ray
 import torch
 from mlflow.tracking import MlflowClient
 
-from analysis.io import find_runs, local_artifact, metric_history
+from analysis.io import find_runs, find_sweep, load_trajectory, local_artifact, metric_histories
 from orchestrator import tracking
 from orchestrator.registry import get_analysis_step
 
@@ -29,53 +37,100 @@ class AnalysisOutcome:
     step: str
     metrics: dict[str, float]
     error: str | None = None
+    skipped: bool = False  # an identical earlier result was kept
 
 
-def _fit_one(step: str, params: dict[str, Any], key: str, uri: str, run_id: str):
-    """Ray task: fit one step on one run's input (a metric history, or its final model)."""
+def step_name(spec) -> str:
+    return spec.name or spec.step
+
+
+def step_hash(spec) -> str:
+    """Identifies a step's configuration (step, input, params) among earlier results."""
+    blob = json.dumps([spec.step, spec.input, spec.params], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def load_input(kind: str, inputs, uri: str, run_id: str) -> tuple[Any, Any]:
+    """(data, steps) of a step's input for one run."""
+    if kind == "model":
+        os.environ["MLFLOW_TRACKING_URI"] = uri  # for steps that read other runs
+        path = local_artifact(MlflowClient(uri), run_id, "model/model.pt")
+        return torch.load(path, map_location="cpu", weights_only=True), None
+    if kind == "trajectory":
+        name = inputs if isinstance(inputs, str) else inputs[0]
+        trajectory = load_trajectory(run_id, name, uri=uri)
+        return trajectory, trajectory.steps
+    keys = [inputs] if isinstance(inputs, str) else list(inputs)
+    steps, values = metric_histories(run_id, keys, uri=uri)
+    return (values[keys[0]] if isinstance(inputs, str) else values), steps
+
+
+def _fit_one(step: str, params: dict[str, Any], inputs, uri: str, run_id: str):
+    """Ray task: fit one step on one run's input."""
     try:
         cls = get_analysis_step(step)
-        if getattr(cls, "input_kind", "metric") == "model":
-            os.environ["MLFLOW_TRACKING_URI"] = uri  # for steps that read other runs
-            path = local_artifact(MlflowClient(uri), run_id, "model/model.pt")
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        else:
-            _, data = metric_history(run_id, key, uri=uri)
-        result = cls(**params).fit(data)
-        return result.metrics, result.tables, None
+        data, steps = load_input(getattr(cls, "input_kind", "metric"), inputs, uri, run_id)
+        fit = cls(**params).fit
+        extra = {"steps": steps} if "steps" in inspect.signature(fit).parameters else {}
+        result = fit(data, **extra)
+        return result.metrics, result.tables, result.figures, None
     except Exception as exc:  # reported per run; the other runs go on
-        return {}, {}, f"{type(exc).__name__}: {exc}"
+        return {}, {}, {}, f"{type(exc).__name__}: {exc}"
 
 
 def analyze(
-    experiment: str, steps, uri: str, sweep: str | None = None, data_dir: str | None = None
+    experiment: str,
+    steps,
+    uri: str,
+    sweep: str | None = None,
+    data_dir: str | None = None,
+    force: bool = False,
 ) -> list[AnalysisOutcome]:
-    """Run ``steps`` (a list of AnalysisStepSpec) on the finished runs of a sweep.
-
-    ``data_dir`` (the spec's, made absolute) is given to steps that take one (they rebuild
-    datasets) unless their params name it."""
-    runs = find_runs(experiment, sweep=sweep, status="FINISHED", uri=uri)
+    """Run ``steps`` (a list of AnalysisStepSpec) on the finished runs of a sweep, then write
+    the sweep's summary to its parent run."""
+    parent = find_sweep(experiment, sweep, uri)
+    runs = find_runs(experiment, sweep=parent.info.run_id, status="FINISHED", uri=uri)
     if not ray.is_initialized():
         ray.init(include_dashboard=False, logging_level="ERROR")
     task = ray.remote(num_cpus=1, max_retries=1)(_fit_one)
-    jobs = [
-        (
-            run,
-            spec,
-            task.remote(spec.step, _params(spec, data_dir), spec.input, uri, run.info.run_id),
-        )
-        for run in runs
-        for spec in steps
-    ]
-    outcomes = []
-    for run, spec, ref in jobs:
-        metrics, tables, error = ray.get(ref)
+    outcomes, pending = [], {}
+    for run in runs:
+        for spec in steps:
+            name, digest = step_name(spec), step_hash(spec)
+            if not force and run.data.tags.get(tracking.analysis_tag(name)) == digest:
+                prefix = f"analysis/{name}/"
+                kept = {
+                    k[len(prefix) :]: v for k, v in run.data.metrics.items() if k.startswith(prefix)
+                }
+                outcomes.append(
+                    AnalysisOutcome(run.info.run_id, run.info.run_name, name, kept, skipped=True)
+                )
+                continue
+            ref = task.remote(spec.step, _params(spec, data_dir), spec.input, uri, run.info.run_id)
+            pending[ref] = (run, name, digest)
+    total, done = len(pending), 0
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        run, name, digest = pending.pop(ready[0])
+        metrics, tables, figures, error = ray.get(ready[0])
         if error is None:
-            tracking.log_analysis(uri, run.info.run_id, spec.step, metrics, tables)
-        outcomes.append(
-            AnalysisOutcome(run.info.run_id, run.info.run_name, spec.step, metrics, error)
-        )
+            tracking.log_analysis(uri, run.info.run_id, name, metrics, tables, figures, digest)
+        outcomes.append(AnalysisOutcome(run.info.run_id, run.info.run_name, name, metrics, error))
+        done += 1
+        print(f"\ranalysis: {done}/{total} done", end="", file=sys.stderr, flush=True)
+    if total:
+        print(file=sys.stderr)
+    _summarise(uri, parent, experiment)
     return outcomes
+
+
+def _summarise(uri: str, parent, experiment: str) -> None:
+    from analysis.summary import sweep_table
+
+    runs = find_runs(experiment, sweep=parent.info.run_id, status="FINISHED", uri=uri)
+    csv_text, figures = sweep_table(runs)
+    if csv_text:
+        tracking.log_sweep_analysis(uri, parent.info.run_id, csv_text, figures)
 
 
 def _params(spec, data_dir: str | None) -> dict[str, Any]:

@@ -50,9 +50,9 @@ def final_values(experiment: str) -> dict[tuple, tuple[float, list[float]]]:
     client = MlflowClient("sqlite:///mlflow.db")
     exp = client.get_experiment_by_name(experiment)
     out = {}
-    for run in client.search_runs(
-        [exp.experiment_id], "tags.dynsweep.role != 'sweep'", max_results=5000
-    ):
+    for run in client.search_runs([exp.experiment_id], max_results=5000):
+        if "mlflow.parentRunId" not in run.data.tags:
+            continue  # the sweep's parent run
         p = run.data.params
         key = tuple(p[k] for k in ("config.activation", "config.uniform_t", "config.lr", "seed"))
         losses = client.get_metric_history(run.info.run_id, "train/loss")

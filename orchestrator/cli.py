@@ -55,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
         help="print the resolved experiment, trial count and resources; start nothing",
     )
     p.add_argument(
+        "--no-analyze",
+        dest="analyze",
+        action="store_false",
+        help="skip the config's analysis steps (run them later with dynsweep analyze)",
+    )
+    p.add_argument(
         "--tracking-uri",
         help=f"MLflow tracking URI (default: {DEFAULT_URI}, or "
         "MLFLOW_TRACKING_URI, or tracking.uri of the config)",
@@ -99,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--experiment", help="experiment name; runs the EDM step on train/loss")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--sweep", help="sweep run id or name (default: the newest)")
+    p.add_argument("--force", action="store_true", help="recompute results that exist")
     p.add_argument("--tracking-uri", help="MLflow tracking URI")
     p.add_argument("--address", help="Ray cluster address")
     _add_common(p)
@@ -117,7 +124,7 @@ def _uri(arg: str | None) -> str:
     return resolve_uri(arg or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI)
 
 
-def _finish_sweep(outcome) -> int:
+def _finish_sweep(outcome, run_analysis: bool = True) -> int:
     from analysis.runner import analyze
     from orchestrator.spec import ExperimentSpec
     from orchestrator.summary import sweep_summary
@@ -127,7 +134,7 @@ def _finish_sweep(outcome) -> int:
     if outcome.status != "FINISHED":
         return 130
     spec = ExperimentSpec.model_validate(outcome.setup.spec)
-    if spec.analysis:
+    if spec.analysis and run_analysis:
         _print_analysis(
             analyze(
                 spec.experiment_name(),
@@ -141,11 +148,15 @@ def _finish_sweep(outcome) -> int:
     return 0
 
 
-def _print_analysis(outcomes) -> None:
-    print("\nAnalysis (written to each run as analysis/<step>/<metric>):")
+def _print_analysis(outcomes, shown_metrics: int = 6) -> None:
+    print("\nAnalysis (written to each run as analysis/<step>/<metric>; the sweep's table and")
+    print("plots against each hyperparameter on its parent run, under analysis/):")
     for o in outcomes:
-        shown = o.error or "  ".join(f"{k} = {v:.4g}" for k, v in o.metrics.items())
-        print(f"  {o.run_name:<40} {o.step:<8} {shown}")
+        items = list(o.metrics.items())
+        shown = o.error or "  ".join(f"{k} = {v:.4g}" for k, v in items[:shown_metrics])
+        more = f"  (+{len(items) - shown_metrics} more)" if len(items) > shown_metrics else ""
+        kept = " (kept: same step config)" if o.skipped else ""
+        print(f"  {o.run_name:<40} {o.step:<8} {shown}{more}{kept}")
 
 
 def _cmd_sweep(args) -> int:
@@ -156,7 +167,8 @@ def _cmd_sweep(args) -> int:
     if args.dry_run:
         print(sweep.plan(spec))
         return 0
-    return _finish_sweep(sweep.run(spec, address=args.address, tracking_uri=args.tracking_uri))
+    outcome = sweep.run(spec, address=args.address, tracking_uri=args.tracking_uri)
+    return _finish_sweep(outcome, args.analyze)
 
 
 def _cmd_resume(args) -> int:
@@ -202,7 +214,10 @@ def _cmd_analyze(args) -> int:
         uri = _uri(args.tracking_uri)
         data_dir = "data"
     init_ray(args.address)
-    _print_analysis(analyze(experiment, steps, uri, sweep=args.sweep, data_dir=data_dir))
+    outcomes = analyze(
+        experiment, steps, uri, sweep=args.sweep, data_dir=data_dir, force=args.force
+    )
+    _print_analysis(outcomes)
     return 0
 
 

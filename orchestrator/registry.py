@@ -88,6 +88,13 @@ SCHEDULERS = {
 
 ANALYSIS_STEPS: dict[str, str] = {
     "edm": "analysis.edm:EmbedDimension",
+    "smap": "analysis.edm:SMapNonlinearity",
+    "simplex": "analysis.edm:SimplexSkill",
+    "ccm": "analysis.edm:CrossMapping",
+    "sindy": "analysis.sindy:SINDy",
+    "pdefind": "analysis.sindy:PDEFind",
+    "weight_pca": "analysis.spectra:WeightPCA",
+    "koopman_spectrum": "analysis.spectra:KoopmanSpectrum",
     "fid": "analysis.generative:FID",
     "elbo": "analysis.generative:ELBO",
 }

@@ -99,14 +99,34 @@ class TrackingSpec(_Section):
 
 
 class AnalysisStepSpec(_Section):
-    """One analysis step run on every finished trial; ``input`` is a metric key (steps that
-    read the run's final model, such as ``fid`` and ``elbo``, ignore it)."""
+    """One analysis step run on every finished trial. ``input``: a metric key, a list of them
+    (aligned on common steps; ``ccm``), or a trajectory name (``weight_pca``, ``pdefind``);
+    steps that read the run's final model (``fid``, ``elbo``, ``koopman_spectrum``) ignore it.
+    ``name`` (default: the step) prefixes the results, ``analysis/<name>/...``."""
 
     step: str
-    input: str = "train/loss"
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
+    input: str | list[str] = "train/loss"
     params: dict[str, Any] = {}
 
     _step = field_validator("step")(_registered(ANALYSIS_STEPS, "analysis step"))
+
+    @model_validator(mode="after")
+    def _fits_the_step(self) -> AnalysisStepSpec:
+        import inspect
+
+        from orchestrator.registry import get_analysis_step
+
+        cls = get_analysis_step(self.step)
+        count = 1 if isinstance(self.input, str) else len(self.input)
+        if count < getattr(cls, "min_inputs", 1):
+            raise ValueError(f"input: step {self.step} needs {cls.min_inputs} or more series")
+        try:
+            inspect.signature(cls).bind(**self.params)
+        except TypeError as exc:
+            names = [p for p in inspect.signature(cls).parameters if p != "self"]
+            raise ValueError(f"params: {exc}; {self.step} takes: {', '.join(names)}") from None
+        return self
 
 
 class ExperimentSpec(_Section):

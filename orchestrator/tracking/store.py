@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -198,18 +199,46 @@ def log_summary(uri: str, run_id: str, metrics: dict[str, float], table: dict[st
     client.log_dict(run_id, table, "trials.json")  # replaces the table of an earlier attempt
 
 
+def analysis_tag(step: str) -> str:
+    """The tag that holds the configuration hash of a run's ``step`` result."""
+    return f"dynsweep.analysis.{step}"
+
+
 def log_analysis(
     uri: str,
     run_id: str,
     step: str,
     metrics: dict[str, float],
-    artifacts: dict[str, Any] | None = None,
+    tables: dict[str, Any] | None = None,
+    figures: dict[str, bytes] | None = None,
+    digest: str | None = None,
 ) -> None:
-    """Write an analysis step's result to a run as ``analysis/<step>/<name>`` metrics."""
+    """Write an analysis step's result to a run: ``analysis/<step>/<name>`` metrics, tables
+    (JSON) and figures (PNG) under ``analysis/<step>/``, and the step's configuration hash."""
     client = MlflowClient(uri)
     now = int(time.time() * 1000)
     items = [Metric(f"analysis/{step}/{k}", float(v), now, 0) for k, v in metrics.items()]
     for chunk in _chunks(items, MAX_METRICS):
         _retry(lambda c=chunk: client.log_batch(run_id, metrics=c))
-    for name, obj in (artifacts or {}).items():
+    for name, obj in (tables or {}).items():
         client.log_dict(run_id, obj, f"analysis/{step}/{name}.json")
+    _log_files(client, run_id, f"analysis/{step}", figures or {})
+    if digest is not None:
+        set_tags(client, run_id, {analysis_tag(step): digest})
+
+
+def log_sweep_analysis(uri: str, run_id: str, csv_text: str, figures: dict[str, bytes]) -> None:
+    """The sweep's analysis table (``analysis/summary.csv``) and plots on its parent run."""
+    client = MlflowClient(uri)
+    client.log_text(run_id, csv_text, "analysis/summary.csv")
+    _log_files(client, run_id, "analysis", figures)
+
+
+def _log_files(client: MlflowClient, run_id: str, folder: str, files: dict[str, bytes]) -> None:
+    if not files:
+        return
+    with tempfile.TemporaryDirectory(prefix="dynsweep-analysis-") as tmp:
+        for name, data in files.items():
+            path = Path(tmp) / name
+            path.write_bytes(data)
+            _retry(lambda p=path: client.log_artifact(run_id, str(p), folder))

@@ -36,8 +36,22 @@ def derivative(theta: torch.Tensor, t: torch.Tensor, nth: int = 1) -> torch.Tens
     return math.perm(order, nth) * point(diffs, t)
 
 
+def _differences(theta: torch.Tensor, nth: int) -> torch.Tensor:
+    for _ in range(nth):
+        theta = theta[1:] - theta[:-1]
+    return theta
+
+
 def speed(theta: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    return derivative(theta, t).norm(dim=1)
+    """‖b′(t)‖, from the K×K Gram matrix of the control points' differences (b′(t) =
+    K Σ_j B_{j,K−1}(t) Δθ_j): a cost of K²·P once, then K² per t instead of P per t."""
+    order = len(theta) - 1
+    if order == 0:
+        return torch.zeros(len(t), dtype=theta.dtype, device=theta.device)
+    d1 = _differences(theta, 1)
+    w = bernstein(t, order - 1)
+    squared = order**2 * ((w @ (d1 @ d1.T)) * w).sum(1)
+    return squared.clamp_min(0).sqrt()
 
 
 def arc_length_t(theta: torch.Tensor, n: int, grid: int = 2049) -> torch.Tensor:
@@ -61,9 +75,19 @@ def metrics(theta: torch.Tensor, grid: int = 1025) -> dict[str, float]:
     with torch.no_grad():
         t = torch.linspace(0, 1, grid, dtype=torch.float64, device=theta.device)
         th = theta.double()
-        d1, d2 = derivative(th, t), derivative(th, t, 2)
-        v = d1.norm(dim=1)
-        cross = ((v**2) * (d2**2).sum(1) - (d1 * d2).sum(1) ** 2).clamp_min(0).sqrt()
+        order = len(th) - 1
+        # ‖b′‖², ‖b″‖² and b′·b″ on the grid from the Gram matrix of the first and second
+        # differences (P-dimensional work once, not once per grid point).
+        v2 = speed(th, t) ** 2
+        if order >= 2:
+            d1, d2 = _differences(th, 1), _differences(th, 2)
+            w, u = bernstein(t, order - 1), bernstein(t, order - 2)
+            a2 = (order * (order - 1)) ** 2 * ((u @ (d2 @ d2.T)) * u).sum(1)
+            va = order**2 * (order - 1) * ((w @ (d1 @ d2.T)) * u).sum(1)
+        else:
+            a2 = va = torch.zeros_like(v2)
+        v = v2.sqrt()
+        cross = (v2 * a2 - va**2).clamp_min(0).sqrt()
         kappa = cross / v.clamp_min(1e-30) ** 3
         length = float(torch.trapezoid(v, t))
         bending = float(torch.trapezoid(kappa * v, t))
