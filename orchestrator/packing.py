@@ -21,7 +21,8 @@ from ray import tune
 
 from orchestrator import space
 from orchestrator.spec import ExperimentSpec
-from orchestrator.tracking import TrialRun, flatten
+from orchestrator.tracking import flatten
+from orchestrator.tracking.members import MemberSpec, end_members, open_members
 from orchestrator.tracking.sender import MetricSender
 from orchestrator.trial import TrialContext, load_state, run_name, train, trial_device
 from trainers import get_trainer_class
@@ -68,6 +69,7 @@ class PackContext:
 
     member_contexts: list[TrialContext]
     sender: MetricSender
+    uri: str
     workdir: Path
     data_dir: Path
     header: dict[str, Any]
@@ -121,9 +123,20 @@ class PackContext:
         for member, state in zip(self.member_contexts, export):
             if not member.closed:
                 member.keep_model(result.step, state)
-                member.end("FINISHED", tags={"dynsweep.stop_reason": result.stop_reason})
+        self._end_all("FINISHED", None, {"dynsweep.stop_reason": result.stop_reason})
+        self.sender.close()
         self.closed = True
         self.report(result.step, result.metrics, checkpoint)
+
+    def _end_all(self, status: str, error: str | None, tags: dict[str, str]) -> None:
+        """End every live member's run, together (one transaction on a SQL store)."""
+        live = self.live
+        if not live:
+            return
+        self.sender.flush()
+        end_members(self.uri, {m.run.run_id: (status, error, tags) for m in live})
+        for member in live:
+            member.closed = True
 
     def log_file(self, path: Path, artifact_path: str) -> None:
         for member in self.live:
@@ -133,9 +146,10 @@ class PackContext:
         raise RuntimeError("a packed trial records through its members")
 
     def end(self, status: str, error: str | None = None, fatal: bool = False) -> None:
-        for member in self.live:
-            member.end(status, error, fatal)
-        self.sender.close()
+        try:
+            self._end_all(status, error, {"dynsweep.fatal": error} if fatal and error else {})
+        finally:
+            self.sender.close()
 
     def flush(self) -> None:
         self.sender.flush()
@@ -150,35 +164,31 @@ def run_pack_trial(setup, spec: ExperimentSpec, points: list[Point]) -> None:
     device = trial_device(spec)
     workdir = Path(tempfile.mkdtemp(prefix=f"dynsweep-{trial_id}-"))
     sender = MetricSender(setup.uri)
-    members = []
+    specs, headers = [], []
     for i, (point, config, seed) in enumerate(zip(points, configs, seeds)):
         member_id = f"{trial_id}-{i:03d}"
         resolved = config.model_dump(mode="json")
         flat = {**flatten(resolved, "config"), "seed": str(seed), "trainer": spec.trainer}
-        run = TrialRun.open(
-            setup.uri,
-            setup.experiment_id,
-            setup.parent_run_id,
-            member_id,
-            run_name=run_name(spec, point, member_id),
-            params=flat,
-            tags={**setup.tags, "dynsweep.seed": str(seed), "dynsweep.pack": trial_id},
-            sender=sender,
+        tags = {**setup.tags, "dynsweep.seed": str(seed)}
+        specs.append(MemberSpec(member_id, run_name(spec, point, member_id), flat, tags))
+        headers.append(
+            {"trial_id": member_id, "trainer": spec.trainer, "config": resolved, "seed": seed}
         )
+    runs = open_members(
+        setup.uri, setup.experiment_id, setup.parent_run_id, trial_id, specs, sender
+    )
+    members = []
+    for i, (run, header) in enumerate(zip(runs, headers)):
+        header["run_id"] = run.run_id
         if run.attempt == 0:
-            run.log_dict({"trainer": spec.trainer, "config": resolved, "seed": seed}, "config.json")
-        header = {
-            "trial_id": member_id,
-            "run_id": run.run_id,
-            "trainer": spec.trainer,
-            "config": resolved,
-            "seed": seed,
-        }
+            run.log_dict({k: header[k] for k in ("trainer", "config", "seed")}, "config.json")
         members.append(
-            TrialContext(run, seed, workdir / f"member{i}", Path(setup.data_dir), header, device)
+            TrialContext(
+                run, header["seed"], workdir / f"member{i}", Path(setup.data_dir), header, device
+            )
         )
     header = {"trial_id": trial_id, "trainer": spec.trainer, "members": [m.header for m in members]}
-    ctx = PackContext(members, sender, workdir, Path(setup.data_dir), header, device)
+    ctx = PackContext(members, sender, setup.uri, workdir, Path(setup.data_dir), header, device)
     resume = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -25,7 +27,10 @@ def finished_sweep(tmp_path_factory, ray_session):
             "model": {"widths": {"grid": [[8], [16]]}},
         },
         loop={"record": [{"probe": "weights", "every": 1}]},
-        analysis=[{"step": "edm", "input": "train/loss", "params": {"max_E": 4}}],
+        analysis=[
+            {"step": "edm", "input": "train/loss", "params": {"max_E": 4}},
+            {"step": "weight_pca", "input": "weights", "params": {"components": 3, "batch": 16}},
+        ],
     )
     import os
 
@@ -128,6 +133,37 @@ def test_analysis_metrics_are_written_to_each_run(finished_sweep):
         assert "analysis/edm/rho_by_E.json" in {
             a.path for a in client.list_artifacts(c.info.run_id, "analysis/edm")
         }
+
+
+def test_parent_run_holds_the_sweep_table_joined_with_hyperparameters(finished_sweep):
+    import csv
+    import io
+
+    client = store(finished_sweep)
+    parents, children = sweep_runs(client)
+    parent = parents[0].info.run_id
+    path = client.download_artifacts(parent, "analysis/summary.csv", str(finished_sweep))
+    text = Path(path).read_text()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == 4
+    by_id = {c.info.run_id: c for c in children}
+    for row in rows:
+        run = by_id[row["run_id"]]
+        assert row["config.optimizer.lr"] == run.data.params["config.optimizer.lr"]
+        assert float(row["analysis/edm/best_E"]) == run.data.metrics["analysis/edm/best_E"]
+        assert "analysis/weight_pca/layers.0.weight/rank" in row
+    plots = {a.path for a in client.list_artifacts(parent, "analysis")}
+    assert "analysis/by_config.optimizer.lr.png" in plots
+
+
+def test_analyze_again_keeps_results_unless_forced(finished_sweep, capsys, monkeypatch):
+    monkeypatch.chdir(finished_sweep)
+    assert run_cli("analyze", "experiment.yaml") == 0
+    out = capsys.readouterr().out
+    assert out.count("(kept: same step config)") == 8  # 4 runs × 2 steps
+    assert run_cli("analyze", "experiment.yaml", "--force", "--set", "analysis=[{step: edm}]") == 0
+    out = capsys.readouterr().out
+    assert "kept" not in out and out.count("best_E") == 4
 
 
 def test_runs_command_prints_and_exports(finished_sweep, capsys, monkeypatch):

@@ -39,8 +39,9 @@ def pack_key(cls: type[Trainer], config: TrainerConfig) -> str:
 
 
 def member_rows(metrics: dict[str, Any], members: int) -> list[dict[str, float]]:
-    """Per-member metric dicts from a trainer's metrics (one value, or one per member)."""
-    if members == 1:
+    """Per-member metric dicts from a trainer's metrics: floats (an ordinary trainer) or
+    lists with one value per member (a packed one, of any size)."""
+    if not any(isinstance(v, list | tuple) for v in metrics.values()):
         return [dict(metrics)]
     return [{k: float(v[i]) for k, v in metrics.items()} for i in range(members)]
 

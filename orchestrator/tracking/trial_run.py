@@ -102,7 +102,7 @@ class TrialRun:
         return cls(uri, run.info.run_id, -1, params, run.info.artifact_uri, sender=sender)
 
     @classmethod
-    def attach(cls, uri: str, run_id: str) -> TrialRun:
+    def attach(cls, uri: str, run_id: str, sender: MetricSender | None = None) -> TrialRun:
         """Log into an existing run from another process (rank 0 of a distributed trial);
         each attach is a new attempt (its trajectory chunks and step watermark continue)."""
         client = MlflowClient(uri)
@@ -120,6 +120,7 @@ class TrialRun:
             run.info.artifact_uri,
             run.data.tags.get("dynsweep.fatal"),
             attempts - 1,
+            sender,
         )
 
     # --- metrics -----------------------------------------------------------------------------

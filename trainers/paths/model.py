@@ -50,6 +50,11 @@ def load_splits(config: PathsConfig, seed: int, data_dir: Path = Path("data")) -
     return {"train": (xt, yt), "val": (xh[:n_val], yh[:n_val]), "test": (xh[n_val:], yh[n_val:])}
 
 
+def cast(x: torch.Tensor, y: torch.Tensor, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """A split on ``device``: inputs (and regression targets) in ``dtype``, labels as they are."""
+    return x.to(device, dtype), (y.to(device, dtype) if y.is_floating_point() else y.to(device))
+
+
 def network(input_shape: tuple[int, ...], config: PathsConfig) -> nn.Sequential:
     """The network whose weights the curve moves through."""
     act = ACTIVATIONS[config.activation]

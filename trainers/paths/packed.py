@@ -23,6 +23,7 @@ from trainers.data import Batches
 from trainers.packing import StackedAdam, pack_key
 from trainers.paths import bezier
 from trainers.paths.model import (
+    cast,
     initial_control_points,
     is_classification,
     load_splits,
@@ -52,28 +53,31 @@ class PackedPathsTrainer(Trainer):
         self.device = device
         self.classify = is_classification(cfg)
         self.shared = self.classify  # one split for every seed
+        self.dtype = dtype = getattr(torch, cfg.dtype)
         if self.shared:
             splits = load_splits(cfg, 0, ctx.data_dir)
-            self.data = {k: (x.to(device), y.to(device)) for k, (x, y) in splits.items()}
+            self.data = {k: cast(x, y, device, dtype) for k, (x, y) in splits.items()}
         else:
             members = [load_splits(cfg, seed, ctx.data_dir) for seed in self.seeds]
             self.data = {
-                part: tuple(torch.stack([m[part][i] for m in members]).to(device) for i in (0, 1))
+                part: cast(
+                    *(torch.stack([m[part][i] for m in members]) for i in (0, 1)), device, dtype
+                )
                 for part in members[0]
             }
         shape = tuple(self.data["train"][0].shape[2 - self.shared :])
         self.template = network(shape, cfg).to(device)
         self.shapes = {n: p.shape for n, p in self.template.named_parameters()}
         theta = torch.stack([initial_control_points(cfg, shape, s) for s in self.seeds])
-        self.theta = nn.Parameter(theta.to(device))
-        self.log_scale = nn.Parameter(torch.zeros(self.members, device=device))
-        lr = torch.tensor([c.lr for c in self.configs], device=device)
+        self.theta = nn.Parameter(theta.to(device, dtype))
+        self.log_scale = nn.Parameter(torch.zeros(self.members, device=device, dtype=dtype))
+        lr = torch.tensor([c.lr for c in self.configs], device=device, dtype=dtype)
         self.optimizer = StackedAdam([self.theta, self.log_scale], lr)
         self.uniform_t = torch.tensor([c.uniform_t for c in self.configs], device=device)
         self.generators = [torch.Generator().manual_seed(s + 1) for s in self.seeds]
         n_train = self.data["train"][1].shape[1 - self.shared]
         self.batches = [Batches(n_train, cfg.batch_size or n_train, s + 2) for s in self.seeds]
-        self.best_loss = torch.full((self.members,), math.inf, device=device)
+        self.best_loss = torch.full((self.members,), math.inf, device=device, dtype=dtype)
         self.best_theta = self.theta.detach().clone()
         self.best_log_scale = self.log_scale.detach().clone()
 
@@ -112,10 +116,10 @@ class PackedPathsTrainer(Trainer):
     def step(self) -> dict[str, list[float]]:
         cfg = self.config
         t = torch.stack([torch.rand(cfg.t_samples, generator=g) for g in self.generators])
-        t = t.to(self.device)
+        t = t.to(self.device, self.dtype)
         losses = self.nll(t, *self._train_data())
         with torch.no_grad():
-            grid = torch.linspace(0, 1, 257, device=self.device)
+            grid = torch.linspace(0, 1, 257, device=self.device, dtype=self.dtype)
             length = torch.trapezoid(torch.vmap(bezier.speed, (0, None))(self.theta, grid), grid)
             weights = torch.vmap(bezier.speed)(self.theta, t) / length.clamp_min(1e-12)[:, None]
         loss = torch.where(self.uniform_t, (weights * losses).mean(1), losses.mean(1))
@@ -131,7 +135,7 @@ class PackedPathsTrainer(Trainer):
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, list[float]]:
-        t = torch.linspace(0, 1, self.config.eval_points, device=self.device)
+        t = torch.linspace(0, 1, self.config.eval_points, device=self.device, dtype=self.dtype)
         t = t.expand(self.members, -1)
         x, y = self.data["val"]
         data_dim = None if self.shared else 0
