@@ -16,6 +16,8 @@ between series b and its cross-map estimate from a's shadow manifold at library 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -40,36 +42,77 @@ def _library_indices(M: int, lib_sizes: list[int], sample: int, seed: int, task:
     return [np.sort(rng.choice(M, size=L, replace=False)) for _ in range(sample)]
 
 
-def _pearson(pred: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
-    """Correlation of each column pair (… × M): pyEDM's, 0 where a series is constant."""
-    pm = pred - pred.mean(-1, keepdim=True)
-    am = actual - actual.mean(-1, keepdim=True)
-    denom = torch.sqrt((pm * pm).sum(-1) * (am * am).sum(-1))
-    num = (pm * am).sum(-1)
+def _pearson(pred: torch.Tensor, actual: torch.Tensor, dim: int) -> torch.Tensor:
+    """Correlations along ``dim``: pyEDM's, 0 where a series is constant."""
+    pm = pred - pred.mean(dim, keepdim=True)
+    am = actual - actual.mean(dim, keepdim=True)
+    denom = torch.sqrt((pm * pm).sum(dim) * (am * am).sum(dim))
+    num = (pm * am).sum(dim)
     return torch.where(denom == 0, torch.zeros_like(num), num / torch.where(denom == 0, 1, denom))
 
 
-def _skill(
-    emb: torch.Tensor, targets: torch.Tensor, libraries: list[np.ndarray], k: int
-) -> torch.Tensor:
-    """Mean cross-map correlation over libraries: emb (n × M × E) → n × n_targets."""
-    n, M, _ = emb.shape
-    dist = torch.cdist(emb, emb, compute_mode="donot_use_mm_for_euclid_dist")  # n × M × M
-    rows = torch.arange(M)[:, None]
-    total = torch.zeros(n, targets.shape[0], dtype=emb.dtype)
-    for lib in libraries:
+class _Neighbours:
+    """Distances between the points of each shadow manifold (n × M × M), and each point's
+    neighbour list sorted by distance, for finding nearest library neighbours fast."""
+
+    def __init__(self, emb: torch.Tensor) -> None:
+        self.dist = torch.cdist(emb, emb, compute_mode="donot_use_mm_for_euclid_dist")
+        self.sorted, self.order = self.dist.sort(dim=2)
+        self.M = emb.shape[1]
+        self.rows = torch.arange(self.M)[None, :, None]
+
+    def nearest(self, lib: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distances and rows of each point's k nearest library points (itself excluded).
+
+        A small library: the library's columns of the distance matrix, then top-k. A large
+        one: the first k library members along each sorted neighbour list, scanning its
+        first R ≈ 3 (k+1) M / L entries (all M when a row finds fewer than k there).
+        """
         lib_t = torch.from_numpy(lib)
-        sub = dist[:, :, lib_t]  # n × M × L
-        sub = sub.masked_fill(lib_t[None, :] == rows, float("inf"))  # no self-matches
-        d, local = torch.topk(sub, min(k, len(lib) - 1), dim=2, largest=False)
-        neighbours = lib_t[local]  # n × M × k, in the library's global rows
+        R = min(self.M, int(3 * (k + 1) * self.M / len(lib)) + 10)
+        if len(lib) <= R:
+            sub = self.dist[:, :, lib_t].masked_fill(
+                lib_t[None, None, :] == self.rows, float("inf")
+            )
+            d, local = torch.topk(sub, k, dim=2, largest=False)
+            return d, lib_t[local]
+        in_lib = torch.zeros(self.M, dtype=torch.bool)
+        in_lib[lib_t] = True
+        cand = self.order[:, :, :R]
+        ok = in_lib[cand] & (cand != self.rows)
+        if bool((ok.sum(2) < k).any()):
+            R, cand = self.M, self.order
+            ok = in_lib[cand] & (cand != self.rows)
+        pick = torch.argsort((~ok).to(torch.int8), dim=2, stable=True)[:, :, :k]
+        return self.sorted[:, :, :R].gather(2, pick), cand.gather(2, pick)
+
+
+def _skill(
+    near: _Neighbours, targets_t: torch.Tensor, libraries: list[np.ndarray], k: int
+) -> torch.Tensor:
+    """Mean cross-map correlation over libraries (``targets_t``: M × n_targets): n ×
+    n_targets."""
+    total = torch.zeros(near.dist.shape[0], targets_t.shape[1], dtype=near.dist.dtype)
+    for lib in libraries:
+        d, neighbours = near.nearest(lib, min(k, len(lib) - 1))  # n × M × k, nearest first
         d_min = d[:, :, :1]
         w = torch.exp(-d / torch.where(d_min > 0, d_min, 1.0))
         w = torch.where(d_min == 0, (d == 0).to(d.dtype), w)
         w = w / w.sum(2, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
-        # predictions of every target from every embedding: n × n_targets × M
-        pred = torch.einsum("amk,tamk->atm", w, targets[:, neighbours])
-        total += _pearson(pred, targets[None, :, :])
+        # Predictions of every target from every embedding: one sparse (n·M × M, k entries a
+        # row) times dense (M × n_targets) product; n × M × n_targets.
+        n, M, kk = neighbours.shape
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            weights = torch.sparse_csr_tensor(
+                torch.arange(0, n * M * kk + 1, kk),
+                neighbours.reshape(-1),
+                w.reshape(-1),
+                size=(n * M, M),
+                check_invariants=False,
+            )
+        pred = (weights @ targets_t).reshape(n, M, -1)
+        total += _pearson(pred, targets_t[None], dim=1)
     return total / len(libraries)
 
 
@@ -100,19 +143,24 @@ def cross_map(
     M = emb.shape[1]
     if M < E + 2 or min(lib_sizes) < E + 2:
         raise DataError(f"cross_map: need library sizes ≥ E + 2 = {E + 2} and as many points")
-    targets = x[:, times + Tp]  # n × M
+    targets_t = x[:, times + Tp].T.contiguous()  # M × n
     n = x.shape[0]
     skill = np.empty((n, n, len(lib_sizes)))
-    for l_index in range(len(lib_sizes)):
-        forward = _library_indices(M, lib_sizes, sample, seed, 2 * l_index)
-        reverse = _library_indices(M, lib_sizes, sample, seed, 2 * l_index + 1)
-        for start in range(0, n, chunk):
-            part = slice(start, min(start + chunk, n))
-            fwd = _skill(emb[part], targets, forward, E + 1).numpy()
-            rev = _skill(emb[part], targets, reverse, E + 1).numpy()
-            for a in range(part.start, part.stop):
-                # pyEDM's call for the pair (a, b), a < b: a's manifold uses the forward
-                # libraries, b's the reverse ones.
-                row = np.where(np.arange(n) > a, fwd[a - start], rev[a - start])
-                skill[a, :, l_index] = row
+    libraries = [
+        (
+            _library_indices(M, lib_sizes, sample, seed, 2 * i),
+            _library_indices(M, lib_sizes, sample, seed, 2 * i + 1),
+        )
+        for i in range(len(lib_sizes))
+    ]
+    after = torch.arange(n)[None, :] > torch.arange(n)[:, None]  # b > a
+    for start in range(0, n, chunk):
+        part = slice(start, min(start + chunk, n))
+        near = _Neighbours(emb[part])
+        for i, (forward, reverse) in enumerate(libraries):
+            fwd = _skill(near, targets_t, forward, E + 1)
+            rev = _skill(near, targets_t, reverse, E + 1)
+            # pyEDM's call for the pair (a, b), a < b: a's manifold uses the forward
+            # libraries, b's the reverse ones.
+            skill[part, :, i] = torch.where(after[part], fwd, rev).numpy()
     return skill

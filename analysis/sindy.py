@@ -147,7 +147,6 @@ class PDEFind:
                 derivative_order=self.derivative_order,
                 spatiotemporal_grid=grid,
                 K=self.K,
-                is_uniform=True,
                 include_bias=False,
             )
         else:
@@ -155,8 +154,6 @@ class PDEFind:
                 function_library=poly,
                 derivative_order=self.derivative_order,
                 spatial_grid=x,
-                temporal_grid=t,
-                is_uniform=True,
                 include_bias=False,
             )
         model = ps.SINDy(

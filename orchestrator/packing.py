@@ -46,14 +46,15 @@ def grid_points(spec: ExperimentSpec) -> list[Point]:
 
 def make_packs(spec: ExperimentSpec, slots: int) -> list[list[Point]]:
     """The packs of a sweep: points that may share a model, at most ``spec.pack`` (or, with
-    ``auto``, about ``points / slots``) a pack, each group cut into packs of even size."""
+    ``auto``, about ``points / (2 slots)``: two packs a slot let the scheduler even out packs
+    of unequal cost) a pack, each group cut into packs of even size."""
     cls = get_trainer_class(spec.trainer)
     groups: dict[str, list[Point]] = {}
     for point in grid_points(spec):
         key = pack_key(cls, cls.Config.model_validate(point["config"]))
         groups.setdefault(key, []).append(point)
     total = sum(map(len, groups.values()))
-    size = math.ceil(total / max(slots, 1)) if spec.pack == "auto" else spec.pack
+    size = math.ceil(total / (2 * max(slots, 1))) if spec.pack == "auto" else spec.pack
     packs = []
     for group in groups.values():
         count = math.ceil(len(group) / size)

@@ -44,14 +44,15 @@ def test_packed_sweep_gives_each_point_its_own_run_equal_to_the_unpacked_sweep(
     plain = write(workdir, "plain", "paths", GRID, **EXTRA)
     spec = load_spec(packed)
     packs = make_packs(spec, slots=2)
-    assert sorted(map(len, packs)) == [8, 8]  # one pack per curve order, all 8 points of each
+    assert sorted(map(len, packs)) == [4, 4, 4, 4]  # two packs per curve order, two per slot
+    assert all(len({p["config"]["order"] for p in pack}) == 1 for pack in packs)
     assert run_cli("sweep", str(packed)) == 0
     assert run_cli("sweep", str(plain)) == 0
     client = store(workdir)
     _, packed_runs = sweep_runs(client, "packed")
     _, plain_runs = sweep_runs(client, "plain")
     assert len(packed_runs) == len(plain_runs) == 16
-    assert len({r.data.tags["dynsweep.pack"] for r in packed_runs}) == 2
+    assert len({r.data.tags["dynsweep.pack"] for r in packed_runs}) == 4
     a, b = by_point(packed_runs), by_point(plain_runs)
     assert a.keys() == b.keys()
     for point, run in a.items():
