@@ -44,7 +44,16 @@ class EmbedDimension:
         x = np.asarray(series, dtype=float).reshape(-1)
         x = x[np.isfinite(x)]
         n = len(x)
-        need = 2 * (self.max_E * abs(self.tau) + self.Tp) + 4
+        # the library (first lib_fraction) must hold max_E + 2 embedded points with a target
+        need = (
+            int(
+                np.ceil(
+                    ((self.max_E - 1) * abs(self.tau) + self.Tp + self.max_E + 2)
+                    / self.lib_fraction
+                )
+            )
+            + 1
+        )
         if n < need:
             raise DataError(
                 f"EmbedDimension: series of {n} points is too short for max_E="

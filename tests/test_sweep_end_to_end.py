@@ -151,7 +151,7 @@ def test_parent_run_holds_the_sweep_table_joined_with_hyperparameters(finished_s
         run = by_id[row["run_id"]]
         assert row["config.optimizer.lr"] == run.data.params["config.optimizer.lr"]
         assert float(row["analysis/edm/best_E"]) == run.data.metrics["analysis/edm/best_E"]
-        assert "analysis/weight_pca/layers.0.weight/rank" in row
+        assert "analysis/weight_pca/layers.1.0.weight/rank" in row
     plots = {a.path for a in client.list_artifacts(parent, "analysis")}
     assert "analysis/by_config.optimizer.lr.png" in plots
 
@@ -161,9 +161,10 @@ def test_analyze_again_keeps_results_unless_forced(finished_sweep, capsys, monke
     assert run_cli("analyze", "experiment.yaml") == 0
     out = capsys.readouterr().out
     assert out.count("(kept: same step config)") == 8  # 4 runs × 2 steps
-    assert run_cli("analyze", "experiment.yaml", "--force", "--set", "analysis=[{step: edm}]") == 0
+    force = ["--force", "--set", "analysis=[{step: edm, params: {max_E: 3}}]"]
+    assert run_cli("analyze", "experiment.yaml", *force) == 0
     out = capsys.readouterr().out
-    assert "kept" not in out and out.count("best_E") == 4
+    assert "(kept" not in out and out.count("best_E") == 4, out
 
 
 def test_runs_command_prints_and_exports(finished_sweep, capsys, monkeypatch):
