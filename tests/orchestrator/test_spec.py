@@ -96,7 +96,9 @@ def test_random_and_optuna_counts():
             {"config": {"optimizer": {"lr": {"grid": [0.1]}}}, "search": {"algorithm": "optuna"}},
             "with optuna use 'choice'",
         ),
-        ({"analysis": [{"step": "sindy"}]}, "analysis.0.step: unknown analysis step 'sindy'"),
+        ({"analysis": [{"step": "granger"}]}, "analysis.0.step: unknown analysis step 'granger'"),
+        ({"analysis": [{"step": "ccm", "input": "train/loss"}]}, "needs 2 or more series"),
+        ({"analysis": [{"step": "edm", "params": {"maxE": 3}}]}, "edm takes: max_E, tau"),
         ({"seed": "abc"}, "seed: expected an integer"),
         (
             {"config": {"model": {"widths": [0]}}},
