@@ -87,6 +87,16 @@ def _series(series) -> np.ndarray:
     return x[np.isfinite(x)]
 
 
+def _prepared(series, lib_fraction: float, min_lib: int, name: str, E: int):
+    """(frame, lib, pred) for a forecast of a series from its first ``lib_fraction``."""
+    x = _series(series)
+    n, split = len(x), int(len(x) * lib_fraction)
+    if split < min_lib or n - split < 3:
+        raise DataError(f"{name}: series of {n} points is too short for E={E}")
+    frame = pd.DataFrame({"Time": np.arange(1, n + 1), "x": x})
+    return frame, [1, split], [split + 1, n]
+
+
 def _rho(out) -> float:
     rho = ComputeError(out["Observations"], out["Predictions"])["rho"]
     return float(rho) if np.isfinite(rho) else -1.0
@@ -116,19 +126,17 @@ class SMapNonlinearity:
         self.lib_fraction = lib_fraction
 
     def fit(self, series: np.ndarray) -> StepResult:
-        x = _series(series)
-        n, split = len(x), int(len(x) * self.lib_fraction)
-        if split < 3 * (self.E + 1) or n - split < 3:
-            raise DataError(f"SMapNonlinearity: series of {n} points is too short for E={self.E}")
-        frame = pd.DataFrame({"Time": np.arange(1, n + 1), "x": x})
+        frame, lib, pred = _prepared(
+            series, self.lib_fraction, 3 * (self.E + 1), "SMapNonlinearity", self.E
+        )
         rhos = [
             _rho(
                 pyEDM.SMap(
                     dataFrame=frame,
                     columns="x",
                     target="x",
-                    lib=[1, split],
-                    pred=[split + 1, n],
+                    lib=lib,
+                    pred=pred,
                     E=self.E,
                     Tp=self.Tp,
                     tau=self.tau,
@@ -158,17 +166,13 @@ class SimplexSkill:
         self.E, self.Tp, self.tau, self.lib_fraction = E, Tp, tau, lib_fraction
 
     def fit(self, series: np.ndarray) -> StepResult:
-        x = _series(series)
-        n, split = len(x), int(len(x) * self.lib_fraction)
-        if split < self.E + 2 or n - split < 3:
-            raise DataError(f"SimplexSkill: series of {n} points is too short for E={self.E}")
-        frame = pd.DataFrame({"Time": np.arange(1, n + 1), "x": x})
+        frame, lib, pred = _prepared(series, self.lib_fraction, self.E + 2, "SimplexSkill", self.E)
         out = pyEDM.Simplex(
             dataFrame=frame,
             columns="x",
             target="x",
-            lib=[1, split],
-            pred=[split + 1, n],
+            lib=lib,
+            pred=pred,
             E=self.E,
             Tp=self.Tp,
             tau=self.tau,

@@ -110,6 +110,44 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address")
     _add_common(p)
 
+    p = sub.add_parser(
+        "submit",
+        help="submit a sweep to a Ray cluster (Ray Job, or a cluster-launcher YAML)",
+        description="Run 'dynsweep sweep CONFIG --address auto' on a cluster: TARGET is the "
+        "dashboard address of a running cluster (http://HEAD:8265; a Ray Job with this folder "
+        "as working directory) or a cluster YAML of clusters/ (ray rsync-up + ray exec).",
+    )
+    p.add_argument("target", help="http://HEAD:8265 or clusters/NAME.yaml")
+    p.add_argument("config", help="experiment YAML")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--tracking-uri", help="tracking server the cluster's trials log to")
+    p.add_argument("--wait", action="store_true", help="wait for the job and print its logs")
+    p.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "train",
+        help="one distributed training without Ray (mpiexec -n N dynsweep train CONFIG)",
+        description="Train the one configuration of CONFIG on the ranks MPI started "
+        "(torch.distributed from mpi4py's ranks; gloo on CPU, nccl on GPU), logging to MLflow "
+        "from rank 0.",
+    )
+    p.add_argument("config", help="experiment YAML without search dimensions")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI")
+    _add_common(p)
+
+    p = sub.add_parser("server", help="start a shared MLflow tracking server")
+    p.add_argument("--backend-store-uri", default=DEFAULT_URI, help="sqlite or PostgreSQL URI")
+    p.add_argument(
+        "--artifacts-destination",
+        default="./mlartifacts",
+        help="folder (shared file system) or object-store URI for artifacts",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="interface (0.0.0.0 for a cluster)")
+    p.add_argument("--port", type=int, default=5000)
+    _add_common(p)
+
     p = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the tracking store")
     p.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: {DEFAULT_URI})")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
@@ -145,6 +183,14 @@ def _finish_sweep(outcome, run_analysis: bool = True) -> int:
             )
         )
     finish(outcome)
+    if spec.search.storage:
+        from orchestrator.registry import study_name
+
+        where = spec.search.storage.removeprefix("journal:")
+        print(
+            f"Optuna study {study_name(spec)!r} is kept in {spec.search.storage}; "
+            f"browse it with: optuna-dashboard {where}"
+        )
     return 0
 
 
@@ -232,12 +278,38 @@ def _cmd_ui(args) -> int:
     return subprocess.call(cmd)
 
 
+def _cmd_submit(args) -> int:
+    from orchestrator.cluster import submit
+
+    submit(args.target, args.config, args.overrides, args.tracking_uri, args.wait, args.timeout)
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from orchestrator.mpi import train_mpi
+
+    return train_mpi(args.config, args.overrides, args.tracking_uri)
+
+
+def _cmd_server(args) -> int:
+    from orchestrator.cluster import server_command
+
+    cmd = server_command(args.backend_store_uri, args.artifacts_destination, args.host, args.port)
+    print(f"MLflow tracking server: http://{args.host}:{args.port}  (Ctrl+C to stop)", flush=True)
+    if args.host not in ("127.0.0.1", "localhost"):
+        print("note: listening beyond this machine; keep the port inside the cluster network")
+    return subprocess.call(cmd)
+
+
 COMMANDS = {
     "sweep": _cmd_sweep,
     "resume": _cmd_resume,
     "runs": _cmd_runs,
     "analyze": _cmd_analyze,
     "ui": _cmd_ui,
+    "submit": _cmd_submit,
+    "server": _cmd_server,
+    "train": _cmd_train,
 }
 
 

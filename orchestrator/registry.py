@@ -30,11 +30,29 @@ def _optuna(spec: ExperimentSpec) -> Any:
 
     objectives = spec.search.objectives
     sampler = optuna.samplers.TPESampler(seed=spec.search.seed)
+    stored = {}
+    if spec.search.storage:
+        stored = {"storage": optuna_storage(spec.search.storage), "study_name": study_name(spec)}
     if objectives:  # multi-objective: the searcher owns the metrics, Tune's own metric is unset
         return OptunaSearch(
-            metric=list(objectives), mode=list(objectives.values()), sampler=sampler
+            metric=list(objectives), mode=list(objectives.values()), sampler=sampler, **stored
         )
-    return OptunaSearch(sampler=sampler)
+    return OptunaSearch(sampler=sampler, **stored)
+
+
+def study_name(spec: ExperimentSpec) -> str:
+    return spec.search.study_name or spec.experiment_name()
+
+
+def optuna_storage(uri: str) -> Any:
+    """An Optuna storage from a URI: ``journal:PATH`` (a journal file) or an RDB URL."""
+    import optuna
+
+    if uri.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(uri[len("journal:") :]))
+    return optuna.storages.RDBStorage(uri)
 
 
 SEARCHERS = {

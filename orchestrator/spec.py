@@ -51,6 +51,19 @@ class SearchSpec(_Section):
     algorithm: str = "grid"
     seed: int | None = None
     objectives: dict[str, Literal["max", "min"]] | None = None
+    # optuna: where the study lives, so that it outlives the sweep (a later or resumed sweep
+    # with the same study continues it): an RDB URI (sqlite:///optuna.db, postgresql://...)
+    # or journal:PATH (Optuna's journal file, for NFS). study_name defaults to the experiment.
+    storage: str | None = None
+    study_name: str | None = None
+
+    @model_validator(mode="after")
+    def _storage_for_optuna(self) -> SearchSpec:
+        if (self.storage or self.study_name) and self.algorithm != "optuna":
+            raise ValueError("storage and study_name need algorithm: optuna")
+        if self.storage and not re.match(r"^(journal:.+|[a-z0-9+]+://.*)$", self.storage):
+            raise ValueError("storage: expected an RDB URI (sqlite:///optuna.db) or journal:PATH")
+        return self
 
     _algo = field_validator("algorithm")(_registered(SEARCHERS, "search algorithm"))
 

@@ -116,21 +116,28 @@ def initial_control_points(
     return torch.stack(points)
 
 
-def load_endpoint(path: str) -> torch.Tensor:
-    """One trained network from a ``paths`` run of order 0 (its model/model.pt): P weights."""
+def load_paths_model(path: str, field: str, expected: str) -> dict:
+    """A ``paths`` run's model/model.pt; errors name the config ``field`` and the file."""
     file = Path(path)
-    if not file.is_file():
-        raise DataError(
-            f"config.endpoints: {path!r} is not a file; expected the model/model.pt of a "
-            f"finished 'paths' run with order 0 (one trained network)"
-        )
+    if not path or not file.is_file():
+        raise DataError(f"{field}: {path!r} is not a file; expected {expected}")
     try:
         header = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise DataError(f"{file}: unreadable model file ({type(exc).__name__}: {exc})") from exc
-    theta = header.get("state", {}).get("theta") if isinstance(header, dict) else None
-    if header.get("trainer") != "paths" or theta is None or theta.dim() != 2 or len(theta) != 1:
+    if not isinstance(header, dict) or header.get("trainer") != "paths":
+        trainer = header.get("trainer") if isinstance(header, dict) else None
+        raise DataError(f"{file}: a {trainer!r} model, expected {expected}")
+    return header
+
+
+def load_endpoint(path: str) -> torch.Tensor:
+    """One trained network from a ``paths`` run of order 0 (its model/model.pt): P weights."""
+    expected = "the model/model.pt of a finished 'paths' run with order 0 (one trained network)"
+    header = load_paths_model(path, "config.endpoints", expected)
+    theta = header.get("state", {}).get("theta")
+    if theta is None or theta.dim() != 2 or len(theta) != 1:
         raise DataError(
-            f"config.endpoints: {file} is not one trained network (a 'paths' run of order 0)"
+            f"config.endpoints: {path} is not one trained network (a 'paths' run of order 0)"
         )
     return theta[0]

@@ -19,10 +19,10 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from dynsweep.errors import DataError
 from trainers.base import Context, Trainer, TrainerConfig
 from trainers.local import LocalContext
 from trainers.paths import sampling
+from trainers.paths.model import load_paths_model
 from trainers.paths.trainer import PathsConfig, PathsTrainer
 
 
@@ -152,16 +152,5 @@ class SubspaceTrainer(Trainer):
 
 
 def _load_path(path: str) -> dict[str, Any]:
-    file = Path(path)
-    if not path or not file.is_file():
-        raise DataError(
-            f"config.path_model: {path!r} is not a file; expected the model/model.pt of a "
-            f"finished 'paths' run"
-        )
-    try:
-        header = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DataError(f"{file}: unreadable model file ({type(exc).__name__}: {exc})") from exc
-    if header.get("trainer") != "paths":
-        raise DataError(f"{file}: a {header.get('trainer')!r} model, expected a 'paths' run's")
-    return header
+    expected = "the model/model.pt of a finished 'paths' run"
+    return load_paths_model(path, "config.path_model", expected)

@@ -1,0 +1,143 @@
+"""One distributed training without Ray, launched by MPI on HPC systems:
+
+    mpiexec -n 4 dynsweep train CONFIG [--set key=value ...]
+
+Each process finds its rank with mpi4py; rank 0 picks the rendezvous address and broadcasts it,
+and ``torch.distributed`` starts from it (gloo on CPU, nccl on GPUs; DeepSpeed, when the spec's
+strategy asks for it, builds on that process group). The config must name one point (no search
+dimensions). Rank 0 logs to MLflow exactly as a Tune trial does — a parent run for the job and
+one child run with params, metrics, trajectories and the final model; checkpoints are written
+under ``storage/NAME-mpi-STAMP/`` (one state file per rank).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dynsweep.errors import ConfigError
+from orchestrator import space, tracking
+from orchestrator.spec import ExperimentSpec, load_spec
+from orchestrator.trial import TrialContext, train
+from trainers import get_trainer_class
+from trainers.distributed import Parallel
+
+
+@dataclass
+class MPIContext(TrialContext):
+    """A rank of an MPI job: no scheduler; checkpoints are kept in a folder on disk."""
+
+    checkpoint_dir: Path | None = None
+
+    def _send(self, result: dict[str, Any], folder: Path | None) -> None:
+        if folder is not None and self.checkpoint_dir is not None:
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(folder / self.state_file, self.checkpoint_dir / self.state_file)
+
+
+def single_point(spec: ExperimentSpec) -> tuple[dict[str, Any], int]:
+    """(config, seed) of a spec without search dimensions."""
+    dims = [space.dotted(p) for p, _ in space.domains(spec.parsed_space())]
+    if dims:
+        raise ConfigError(
+            f"train runs one configuration; fix {', '.join(dims)} with --set (or use sweep)"
+        )
+    return spec.config, int(spec.seed)
+
+
+def _rendezvous(comm) -> tuple[str, int]:
+    if comm.Get_rank() == 0:
+        host = socket.gethostbyname(socket.gethostname())
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        found = (host, port)
+    else:
+        found = None
+    return comm.bcast(found, root=0)
+
+
+def train_mpi(config_path: str, overrides: list[str], tracking_uri: str | None = None) -> int:
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    rank, size = comm.Get_rank(), comm.Get_size()
+    spec = load_spec(config_path, overrides)
+    config, seed = single_point(spec)
+    cls = get_trainer_class(spec.trainer)
+    if size > 1 and not cls.distributed:
+        raise ConfigError(
+            f"train: trainer {spec.trainer!r} trains in one process; run it with mpiexec -n 1"
+        )
+    trainer_config = cls.Config.model_validate(config)
+    local_rank = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+    host, port = _rendezvous(comm)
+    os.environ.update(
+        MASTER_ADDR=host,
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(size),
+        LOCAL_RANK=str(local_rank),
+    )
+    gpu = torch.cuda.is_available() and (spec.resources.gpus_per_worker or spec.resources.gpus)
+    device = torch.device(f"cuda:{local_rank}" if gpu else "cpu")
+    if size > 1:
+        torch.distributed.init_process_group("nccl" if gpu else "gloo", rank=rank, world_size=size)
+
+    uri = tracking.resolve_uri(
+        tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or spec.tracking.uri
+    )
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = Path(spec.storage).resolve() / f"{spec.name}-mpi-{stamp}"
+    run, parent, header = None, None, None
+    resolved = trainer_config.model_dump(mode="json")
+    if rank == 0:
+        from orchestrator.sweep import prepare_data
+
+        prepare_data(spec)
+        experiment = tracking.ensure_experiment(uri, spec.experiment_name())
+        tags = {"dynsweep.git_sha": tracking.git_sha(), "dynsweep.launcher": f"mpi x{size}"}
+        parent = tracking.start_sweep_run(uri, experiment, folder.name, spec.resolved(), tags)
+        flat = {**tracking.flatten(resolved, "config"), "seed": str(seed), "trainer": spec.trainer}
+        run = tracking.TrialRun.open(
+            uri, experiment, parent, f"{folder.name}-0", "mpi", flat, {"dynsweep.seed": str(seed)}
+        )
+        run.log_dict({"trainer": spec.trainer, "config": resolved, "seed": seed}, "config.json")
+        header = {
+            "trial_id": f"{folder.name}-0",
+            "run_id": run.run_id,
+            "trainer": spec.trainer,
+            "config": resolved,
+            "seed": seed,
+        }
+    header = comm.bcast(header, root=0)
+    res = spec.resources
+    parallel = Parallel(size, rank, res.strategy, res.zero_stage, res.precision)
+    workdir = Path(tempfile.mkdtemp(prefix=f"dynsweep-mpi-r{rank}-"))
+    ctx = MPIContext(
+        run, seed, workdir, Path(spec.data_dir).resolve(), header, device, parallel=parallel,
+        checkpoint_dir=folder,
+    )  # fmt: skip
+    try:
+        train(cls(trainer_config), ctx, spec, None, 0)
+    except BaseException:
+        if rank == 0:
+            tracking.end_run(uri, parent, "FAILED")
+        if size > 1:  # the other ranks may wait in a collective: end the whole job
+            comm.Abort(1)
+        raise
+    comm.Barrier()
+    if rank == 0:
+        tracking.end_run(uri, parent, "FINISHED")
+        print(f"run {header['run_id']} FINISHED; checkpoints in {folder}")
+    if size > 1:
+        torch.distributed.destroy_process_group()
+    return 0

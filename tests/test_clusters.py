@@ -1,0 +1,182 @@
+"""Cluster files validate against Ray's own schema; jobs, servers and studies work locally."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator.cluster import RUNTIME_EXCLUDES, sweep_command
+from tests.helpers import run_cli, store, sweep_runs, write_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTERS = ROOT / "clusters"
+
+
+@pytest.mark.parametrize("name", ["aws.yaml", "gcp.yaml", "onprem.yaml"])
+def test_launcher_configs_pass_rays_schema_and_run_the_image(name):
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((CLUSTERS / name).read_text())
+    validate_config(prepare_config(copy.deepcopy(config)))
+    assert config["docker"]["image"].startswith("ghcr.io/dynsweep/dynsweep")
+    assert any("dynsweep server" in c for c in config["head_start_ray_commands"])
+    assert {".git", "mlflow.db", "data"} <= set(config["rsync_exclude"])
+    broken = {**copy.deepcopy(config), "max_wokers": 3}
+    with pytest.raises(Exception, match="max_wokers"):
+        validate_config(prepare_config(broken))
+
+
+def test_kuberay_manifests_name_the_image_and_a_dynsweep_entrypoint():
+    cluster = yaml.safe_load((CLUSTERS / "kuberay" / "raycluster.yaml").read_text())
+    job = yaml.safe_load((CLUSTERS / "kuberay" / "rayjob.yaml").read_text())
+    assert cluster["kind"] == "RayCluster" and job["kind"] == "RayJob"
+    assert job["spec"]["entrypoint"].startswith("dynsweep sweep ")
+    assert "--address auto" in job["spec"]["entrypoint"]
+    containers = [
+        c
+        for spec in (cluster["spec"], job["spec"]["rayClusterSpec"])
+        for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+        for c in group["template"]["spec"]["containers"]
+    ]
+    assert all(c["image"].startswith("ghcr.io/dynsweep/dynsweep") for c in containers)
+
+
+def test_slurm_script_is_valid_bash():
+    script = CLUSTERS / "slurm" / "ray-on-slurm.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    if shutil.which("shellcheck"):
+        subprocess.run(["shellcheck", str(script)], check=True)
+    assert "dynsweep sweep" in script.read_text()
+
+
+def test_submit_builds_the_sweep_command_and_excludes_local_state():
+    cmd = sweep_command("configs/quickstart.yaml", ["stop.iterations=5"], "http://h:5000")
+    assert cmd == [
+        "dynsweep", "sweep", "configs/quickstart.yaml", "--address", "auto",
+        "--set", "stop.iterations=5", "--tracking-uri", "http://h:5000",
+    ]  # fmt: skip
+    assert {".git", "mlflow.db", "mlruns", "data"} <= set(RUNTIME_EXCLUDES)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, seconds: float) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer in {seconds} s")
+
+
+def test_a_server_started_by_dynsweep_takes_runs_from_two_concurrent_trials(ray_session, workdir):
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "server", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{workdir / 'server.db'}",
+         "--artifacts-destination", str(workdir / "server-artifacts")],
+        cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health", 90)
+        uri = f"http://127.0.0.1:{port}"
+        cfg = write_config(
+            workdir,
+            config={"optimizer": {"lr": {"grid": [0.05, 0.2]}}},
+            stop={"iterations": 10},
+            loop={"report_every": 5, "checkpoint_every": 10, "eval_every": 10},
+        )
+        assert run_cli("sweep", str(cfg), "--tracking-uri", uri) == 0
+        from mlflow.tracking import MlflowClient
+
+        _, children = sweep_runs(MlflowClient(uri))
+        assert len(children) == 2 and {c.info.status for c in children} == {"FINISHED"}
+        assert all(c.data.metrics["train/loss"] > 0 for c in children)
+        assert not (workdir / "mlflow.db").exists()  # nothing went to a local store
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_a_sweep_submitted_as_a_ray_job_to_a_local_head_finishes(workdir, tmp_path_factory):
+    port, dashboard = free_port(), free_port()
+    temp = tmp_path_factory.mktemp("rayhead")
+    head = subprocess.Popen(
+        ["ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+         f"--dashboard-port={dashboard}", f"--temp-dir={temp}"],
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(f"http://127.0.0.1:{dashboard}/api/version", 120)
+        cfg = write_config(
+            workdir,
+            config={"optimizer": {"lr": {"grid": [0.05, 0.2]}}},
+            stop={"iterations": 10},
+            loop={"report_every": 5, "checkpoint_every": 10, "eval_every": 10},
+        )
+        uri = f"sqlite:///{workdir / 'job.db'}"  # one machine: the job and the test share it
+        code = run_cli(
+            "submit", f"http://127.0.0.1:{dashboard}", str(cfg), "--tracking-uri", uri,
+            "--wait", "--timeout", "300",
+        )  # fmt: skip
+        assert code == 0
+        from mlflow.tracking import MlflowClient
+
+        _, children = sweep_runs(MlflowClient(uri))
+        assert len(children) == 2 and {c.info.status for c in children} == {"FINISHED"}
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)
+
+
+def mpiexec() -> str:
+    """mpich's launcher from PyPI sits beside this interpreter (or on PATH)."""
+    beside = Path(sys.executable).parent / "mpiexec"
+    return str(beside) if beside.exists() else shutil.which("mpiexec") or "mpiexec"
+
+
+def test_mpiexec_two_ranks_train_one_run_logged_from_rank_0(workdir):
+    from tests.test_distributed import TINY
+
+    cfg = write_config(
+        workdir,
+        trainer="diffusion",
+        config=TINY,
+        metric="val/loss",
+        mode="min",
+        stop={"iterations": 6},
+        loop={"report_every": 3, "checkpoint_every": 3, "eval_every": 3},
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DYNSWEEP_TRAINERS": ""}
+    result = subprocess.run(
+        [mpiexec(), "-n", "2", sys.executable, "-m", "orchestrator.cli", "train", str(cfg)],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    parents, children = sweep_runs(store(workdir))
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 1 and children[0].info.status == "FINISHED"
+    steps = [
+        m.step for m in store(workdir).get_metric_history(children[0].info.run_id, "train/loss")
+    ]
+    assert sorted(steps) == list(range(1, 7))
+    assert list((workdir / "dynsweep_runs").glob("t-mpi-*/state-rank1.pt"))
