@@ -77,10 +77,18 @@ def _submit_job(address: str, command: list[str], wait: bool, timeout_s: float |
             f"submit: no Ray cluster answers at {address} ({exc}); expected the dashboard "
             "address (http://HEAD:8265) or a cluster YAML"
         ) from None
-    job = client.submit_job(
-        entrypoint=shlex.join(command),
-        runtime_env={"working_dir": ".", "excludes": RUNTIME_EXCLUDES},
-    )
+    from ray.exceptions import AuthenticationError
+
+    try:
+        job = client.submit_job(
+            entrypoint=shlex.join(command),
+            runtime_env={"working_dir": ".", "excludes": RUNTIME_EXCLUDES},
+        )
+    except AuthenticationError:
+        raise ConfigError(
+            f"submit: the cluster at {address} requires a token: set RAY_AUTH_MODE=token and "
+            "RAY_AUTH_TOKEN (or put the cluster's token in ~/.ray/auth_token)"
+        ) from None
     print(f"submitted job {job} to {address}")
     print(f"follow it with: ray job logs --follow --address {address} {job}")
     if not wait:
