@@ -80,10 +80,7 @@ def _submit_job(address: str, command: list[str], wait: bool, timeout_s: float |
     from ray.exceptions import AuthenticationError
 
     try:
-        job = client.submit_job(
-            entrypoint=shlex.join(command),
-            runtime_env={"working_dir": ".", "excludes": RUNTIME_EXCLUDES},
-        )
+        job = _submit_when_ready(client, command)
     except AuthenticationError:
         raise ConfigError(
             f"submit: the cluster at {address} requires a token: set RAY_AUTH_MODE=token and "
@@ -103,6 +100,21 @@ def _submit_job(address: str, command: list[str], wait: bool, timeout_s: float |
     if status != JobStatus.SUCCEEDED:
         raise UserError(f"submit: job {job} ended {status}")
     return job
+
+
+def _submit_when_ready(client, command: list[str], patience_s: float = 120.0) -> str:
+    """Submit; a cluster that has just started may have no job agent yet: retry a while."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return client.submit_job(
+                entrypoint=shlex.join(command),
+                runtime_env={"working_dir": ".", "excludes": RUNTIME_EXCLUDES},
+            )
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
 
 
 def _submit_launcher(cluster: str, config: str, command: list[str]) -> str:
