@@ -87,14 +87,24 @@ def _series(series) -> np.ndarray:
     return x[np.isfinite(x)]
 
 
-def _prepared(series, lib_fraction: float, min_lib: int, name: str, E: int):
-    """(frame, lib, pred) for a forecast of a series from its first ``lib_fraction``."""
+def _prepared(series, step) -> dict:
+    """pyEDM's arguments for forecasting a series from its first ``step.lib_fraction``."""
     x = _series(series)
-    n, split = len(x), int(len(x) * lib_fraction)
-    if split < min_lib or n - split < 3:
-        raise DataError(f"{name}: series of {n} points is too short for E={E}")
+    n, split = len(x), int(len(x) * step.lib_fraction)
+    if split < step.min_lib or n - split < 3:
+        name = type(step).__name__
+        raise DataError(f"{name}: series of {n} points is too short for E={step.E}")
     frame = pd.DataFrame({"Time": np.arange(1, n + 1), "x": x})
-    return frame, [1, split], [split + 1, n]
+    return {
+        "dataFrame": frame,
+        "columns": "x",
+        "target": "x",
+        "lib": [1, split],
+        "pred": [split + 1, n],
+        "E": step.E,
+        "Tp": step.Tp,
+        "tau": step.tau,
+    }
 
 
 def _rho(out) -> float:
@@ -124,27 +134,11 @@ class SMapNonlinearity:
             raise ValueError("thetas must include 0 (the linear baseline)")
         self.E, self.thetas, self.Tp, self.tau = E, list(thetas), Tp, tau
         self.lib_fraction = lib_fraction
+        self.min_lib = 3 * (E + 1)  # library rows an S-map fit needs
 
     def fit(self, series: np.ndarray) -> StepResult:
-        frame, lib, pred = _prepared(
-            series, self.lib_fraction, 3 * (self.E + 1), "SMapNonlinearity", self.E
-        )
-        rhos = [
-            _rho(
-                pyEDM.SMap(
-                    dataFrame=frame,
-                    columns="x",
-                    target="x",
-                    lib=lib,
-                    pred=pred,
-                    E=self.E,
-                    Tp=self.Tp,
-                    tau=self.tau,
-                    theta=theta,
-                )["predictions"]
-            )
-            for theta in self.thetas
-        ]
+        args = _prepared(series, self)
+        rhos = [_rho(pyEDM.SMap(**args, theta=theta)["predictions"]) for theta in self.thetas]
         best = int(np.argmax(rhos))
         linear = rhos[self.thetas.index(0)]
         return StepResult(
@@ -164,19 +158,10 @@ class SimplexSkill:
 
     def __init__(self, E: int = 3, Tp: int = 1, tau: int = -1, lib_fraction: float = 0.5):
         self.E, self.Tp, self.tau, self.lib_fraction = E, Tp, tau, lib_fraction
+        self.min_lib = E + 2
 
     def fit(self, series: np.ndarray) -> StepResult:
-        frame, lib, pred = _prepared(series, self.lib_fraction, self.E + 2, "SimplexSkill", self.E)
-        out = pyEDM.Simplex(
-            dataFrame=frame,
-            columns="x",
-            target="x",
-            lib=lib,
-            pred=pred,
-            E=self.E,
-            Tp=self.Tp,
-            tau=self.tau,
-        )
+        out = pyEDM.Simplex(**_prepared(series, self))
         err = ComputeError(out["Observations"], out["Predictions"])
         return StepResult(metrics={k: float(err[k]) for k in ("rho", "MAE", "RMSE")})
 
