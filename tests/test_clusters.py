@@ -119,10 +119,15 @@ def test_a_server_started_by_dynsweep_takes_runs_from_two_concurrent_trials(ray_
 def test_a_sweep_submitted_as_a_ray_job_to_a_local_head_finishes(workdir, tmp_path_factory):
     port, dashboard = free_port(), free_port()
     temp = tmp_path_factory.mktemp("rayhead")
+    # Every port of its own: the tests' Ray session runs beside it (the job agent's default
+    # port 52365 would be taken, and jobs would find no agent).
+    agent, agent_grpc, metrics, runtime_env = (free_port() for _ in range(4))
     head = subprocess.Popen(
         ["ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-         f"--dashboard-port={dashboard}", f"--temp-dir={temp}"],
+         f"--dashboard-port={dashboard}", f"--temp-dir={temp}",
+         f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+         f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}"],
         start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         # a throwaway head on 127.0.0.1: no token (Ray 2.60's ray start may require one when
         # ~/.ray/auth_token exists; `dynsweep submit` names the fix when a cluster does)
