@@ -42,3 +42,53 @@ def test_a_stored_study_keeps_its_trials_across_sweeps(ray_session, workdir, cap
 def test_bad_study_storage_is_named(search, match):
     with pytest.raises(ConfigError, match=rf"search.*{match}"):
         load_spec(raw={**BASE, "search": search})
+
+
+def test_an_interrupted_optuna_sweep_resumes_the_same_study(workdir, ray_session):
+    import signal
+    import subprocess
+    import sys
+
+    from tests.test_resume import wait_for
+
+    storage = f"sqlite:///{workdir / 'optuna.db'}"
+    cfg = write_config(
+        workdir,
+        config={"optimizer": {"lr": {"choice": [0.01, 0.02, 0.05, 0.1]}}},
+        search={"algorithm": "optuna", "seed": 1, "storage": storage, "study_name": "resumed"},
+        num_samples=3,
+        max_concurrent_trials=1,
+        stop={"iterations": 400},
+        loop={"report_every": 10, "checkpoint_every": 50, "eval_every": 100},
+    )
+    address = ray_session.get_runtime_context().gcs_address
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "sweep", str(cfg), "--address", address],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: list(workdir.glob("dynsweep_runs/*/dynsweep_sweep.json")), 60, "sweep")
+        client = store(workdir)
+
+        def one_done_and_second_checkpointed():
+            _, children = sweep_runs(client)
+            done = [c for c in children if c.info.status == "FINISHED"]
+            running = [c for c in children if c.info.status == "RUNNING"]
+            step = int(running[0].data.tags.get("dynsweep.logged_step", "-1")) if running else -1
+            return len(done) == 1 and step >= 60
+
+        wait_for(one_done_and_second_checkpointed, 120, "one finished trial")
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    study = optuna.load_study(study_name="resumed", storage=storage)
+    assert len(study.trials) == 2  # one complete, one interrupted
+    parents, _ = sweep_runs(client)
+    assert run_cli("resume", parents[0].data.tags["dynsweep.sweep_dir"]) == 0
+    study = optuna.load_study(study_name="resumed", storage=storage)
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE] * 3, states  # the same trial, finished
+    _, children = sweep_runs(client)
+    assert len(children) == 3 and {c.info.status for c in children} == {"FINISHED"}
