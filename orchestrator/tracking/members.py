@@ -81,7 +81,7 @@ def open_members(
             run_id, artifact_uri = created[m.trial_id]
             runs.append(TrialRun(uri, run_id, -1, m.params, artifact_uri, sender=sender))
         else:  # a retry: the run exists (reopened, one more attempt)
-            runs.append(TrialRun.attach(uri, found[m.trial_id].info.run_id, sender=sender))
+            runs.append(TrialRun.continue_run(uri, found[m.trial_id], sender))
     return runs
 
 

@@ -75,22 +75,7 @@ class TrialRun:
             max_results=1,
         )
         if found:
-            run = found[0]
-            if run.info.status != "RUNNING":
-                reopen_run(uri, run.info.run_id)
-            attempts = int(run.data.tags.get("dynsweep.attempts", "1")) + 1
-            set_tags(client, run.info.run_id, {"dynsweep.attempts": str(attempts)})
-            logged = int(run.data.tags.get(STEP_TAG, "-1"))
-            return cls(
-                uri,
-                run.info.run_id,
-                logged,
-                dict(run.data.params),
-                run.info.artifact_uri,
-                run.data.tags.get("dynsweep.fatal"),
-                attempts - 1,
-                sender,
-            )
+            return cls.continue_run(uri, found[0], sender)
         all_tags = {
             "mlflow.parentRunId": parent_id,
             TRIAL_TAG: trial_id,
@@ -105,17 +90,21 @@ class TrialRun:
     def attach(cls, uri: str, run_id: str, sender: MetricSender | None = None) -> TrialRun:
         """Log into an existing run from another process (rank 0 of a distributed trial);
         each attach is a new attempt (its trajectory chunks and step watermark continue)."""
-        client = MlflowClient(uri)
-        run = client.get_run(run_id)
+        return cls.continue_run(uri, MlflowClient(uri).get_run(run_id), sender)
+
+    @classmethod
+    def continue_run(cls, uri: str, run, sender: MetricSender | None = None) -> TrialRun:
+        """A new attempt in the existing MLflow ``run`` (as found by a search): reopened if it
+        was ended, its attempt count raised; steps it already holds are skipped."""
+        run_id = run.info.run_id
         if run.info.status != "RUNNING":
             reopen_run(uri, run_id)
         attempts = int(run.data.tags.get("dynsweep.attempts", "1")) + 1
-        set_tags(client, run_id, {"dynsweep.attempts": str(attempts)})
-        logged = int(run.data.tags.get(STEP_TAG, "-1"))
+        set_tags(MlflowClient(uri), run_id, {"dynsweep.attempts": str(attempts)})
         return cls(
             uri,
             run_id,
-            logged,
+            int(run.data.tags.get(STEP_TAG, "-1")),
             dict(run.data.params),
             run.info.artifact_uri,
             run.data.tags.get("dynsweep.fatal"),

@@ -92,9 +92,12 @@ class PackedPathsTrainer(Trainer):
 
         return torch.vmap(member, in_dims=(0, data_dim))(flats, x)
 
-    def nll(self, t: torch.Tensor, x: torch.Tensor, y: torch.Tensor, data_dim) -> torch.Tensor:
-        """NLL per member and point of its curve at ``t`` (members × len(t)) on (x, y)."""
-        out = self._outputs(torch.vmap(bezier.point)(self.theta, t), x, data_dim)
+    def curve_outputs(self, t: torch.Tensor, x: torch.Tensor, data_dim) -> torch.Tensor:
+        """Each member's network at each point of its curve at ``t`` (members × len(t))."""
+        return self._outputs(torch.vmap(bezier.point)(self.theta, t), x, data_dim)
+
+    def nll(self, out: torch.Tensor, y: torch.Tensor, data_dim) -> torch.Tensor:
+        """NLL of ``y`` per member and curve point under ``out`` (see :meth:`curve_outputs`)."""
 
         def member(outs, ys, log_scale):
             return torch.vmap(lambda o: -log_likelihood(ys, o, log_scale, self.classify).mean())(
@@ -117,7 +120,8 @@ class PackedPathsTrainer(Trainer):
         cfg = self.config
         t = torch.stack([torch.rand(cfg.t_samples, generator=g) for g in self.generators])
         t = t.to(self.device, self.dtype)
-        losses = self.nll(t, *self._train_data())
+        x, y, data_dim = self._train_data()
+        losses = self.nll(self.curve_outputs(t, x, data_dim), y, data_dim)
         with torch.no_grad():
             grid = torch.linspace(0, 1, 257, device=self.device, dtype=self.dtype)
             length = torch.trapezoid(torch.vmap(bezier.speed, (0, None))(self.theta, grid), grid)
@@ -139,7 +143,8 @@ class PackedPathsTrainer(Trainer):
         t = t.expand(self.members, -1)
         x, y = self.data["val"]
         data_dim = None if self.shared else 0
-        val = self.nll(t, x, y, data_dim)
+        out = self.curve_outputs(t, x, data_dim)  # once, for the loss and the accuracy
+        val = self.nll(out, y, data_dim)
         loss = val.mean(1)
         better = loss < self.best_loss
         self.best_loss = torch.where(better, loss, self.best_loss)
@@ -148,7 +153,6 @@ class PackedPathsTrainer(Trainer):
         curves = [bezier.metrics(theta) for theta in self.theta]
         metrics = {"val/loss": loss.tolist(), "val/loss_max": val.max(1).values.tolist()}
         if self.classify:
-            out = self._outputs(torch.vmap(bezier.point)(self.theta, t), x, data_dim)
             metrics["val/acc"] = out.argmax(-1).eq(y).float().mean((1, 2)).tolist()
         metrics.update({f"val/path_{k}": [c[k] for c in curves] for k in curves[0]})
         metrics["val/best_loss"] = self.best_loss.tolist()

@@ -118,18 +118,17 @@ class PathsTrainer(Trainer):
         y = self.data[part][1]
         return log_likelihood(y, self.predict(flat, part), log_scale, self.classify)
 
-    def _nll(self, t: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """NLL per point of the curve at ``t`` on (x, y): len(t)."""
+    def _outputs(self, t: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
+        """The network at each point of the curve at ``t``, on inputs ``x``."""
+        return [
+            functional_call(self.template, unflatten(flat, self.shapes), (x,))
+            for flat in bezier.point(self.theta, t)
+        ]
+
+    def _nll(self, outputs: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+        """NLL of ``y`` under each of ``outputs``: len(outputs)."""
         return torch.stack(
-            [
-                -log_likelihood(
-                    y,
-                    functional_call(self.template, unflatten(flat, self.shapes), (x,)),
-                    self.log_scale,
-                    self.classify,
-                ).mean()
-                for flat in bezier.point(self.theta, t)
-            ]
+            [-log_likelihood(y, out, self.log_scale, self.classify).mean() for out in outputs]
         )
 
     def step(self) -> dict[str, float]:
@@ -139,7 +138,7 @@ class PathsTrainer(Trainer):
         if cfg.batch_size:
             idx = self.batches.next().to(self.device)
             x, y = x[idx], y[idx]
-        losses = self._nll(t, x, y)
+        losses = self._nll(self._outputs(t, x), y)
         if cfg.uniform_t:
             with torch.no_grad():
                 grid = torch.linspace(0, 1, 257, device=self.device, dtype=self.dtype)
@@ -161,18 +160,13 @@ class PathsTrainer(Trainer):
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         t = torch.linspace(0, 1, self.config.eval_points, device=self.device, dtype=self.dtype)
-        val = self._nll(t, *self.data["val"])
+        x, y = self.data["val"]
+        outputs = self._outputs(t, x)  # once, for the loss and the accuracy
+        val = self._nll(outputs, y)
         metrics = {"val/loss": float(val.mean()), "val/loss_max": float(val.max())}
         if self.classify:
-            x, y = self.data["val"]
-            metrics["val/acc"] = float(
-                torch.stack(
-                    [
-                        self.predict(flat, "val").argmax(1).eq(y).float().mean()
-                        for flat in bezier.point(self.theta, t)
-                    ]
-                ).mean()
-            )
+            hits = [out.argmax(1).eq(y).float().mean() for out in outputs]
+            metrics["val/acc"] = float(torch.stack(hits).mean())
         metrics.update({f"val/path_{k}": v for k, v in bezier.metrics(self.theta).items()})
         if metrics["val/loss"] < self.best["val_loss"]:
             self.best = {
