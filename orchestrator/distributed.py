@@ -20,9 +20,10 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from dynsweep.errors import TrialFailure
+from orchestrator.checkpoints import load_state, state_file
 from orchestrator.spec import ExperimentSpec
 from orchestrator.tracking import TrialRun
-from orchestrator.trial import SweepSetup, TrialContext, load_state, state_file, train
+from orchestrator.trial import SweepSetup, TrialContext, train
 from trainers import get_trainer_class
 from trainers.distributed import Parallel
 

@@ -24,7 +24,14 @@ from orchestrator.spec import ExperimentSpec
 from orchestrator.tracking import flatten
 from orchestrator.tracking.members import MemberSpec, end_members, open_members
 from orchestrator.tracking.sender import MetricSender
-from orchestrator.trial import TrialContext, load_state, run_name, train, trial_device
+from orchestrator.trial import (
+    TrialContext,
+    report_finished,
+    resumable_state,
+    run_name,
+    train,
+    trial_device,
+)
 from trainers import get_trainer_class
 from trainers.base import FitResult
 from trainers.packing import pack_key, packed_class
@@ -178,6 +185,10 @@ def run_pack_trial(setup, spec: ExperimentSpec, points: list[Point]) -> None:
     runs = open_members(
         setup.uri, setup.experiment_id, setup.parent_run_id, trial_id, specs, sender
     )
+    if all(run.final is not None for run in runs):  # finished before the driver died
+        report_finished(*runs)
+        sender.close()
+        return
     members = []
     for i, (run, header) in enumerate(zip(runs, headers)):
         header["run_id"] = run.run_id
@@ -190,9 +201,6 @@ def run_pack_trial(setup, spec: ExperimentSpec, points: list[Point]) -> None:
         )
     header = {"trial_id": trial_id, "trainer": spec.trainer, "members": [m.header for m in members]}
     ctx = PackContext(members, sender, setup.uri, workdir, Path(setup.data_dir), header, device)
-    resume = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            resume = load_state(Path(folder) / "state.pt")["loop"]
+    state = resumable_state(setup, trial_id, runs[0])
+    resume = state["loop"] if state is not None else None
     train(packed_class(cls)(configs, seeds), ctx, spec, resume, members[0].run.attempt)

@@ -280,6 +280,7 @@ def run(
         str(Path(spec.data_dir).resolve()),
         tags,
         packs,
+        str(sweep_dir),
     )
     _write_manifest(sweep_dir, setup)
     return _execute(setup, sweep_dir, restore=False)

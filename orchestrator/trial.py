@@ -1,8 +1,7 @@
 """One Tune trial: open (or find again) its MLflow run, build the trainer, run the loop.
 
-A trial checkpoint is one file, ``state.pt``, loadable with ``torch.load(weights_only=True)``:
-``{"loop": {"trainer", "step", "elapsed_s"}, "trial_id", "run_id", "trainer", "config"}``.
-A retried trial (after a crash) or a resumed sweep continues from it in the same MLflow run.
+A retried trial (after a crash) or a resumed sweep continues from its newest checkpoint
+(:mod:`orchestrator.checkpoints`) in the same MLflow run.
 """
 
 from __future__ import annotations
@@ -19,14 +18,13 @@ from ray import tune
 
 from dynsweep.errors import DataError, TrialFailure
 from orchestrator import space
+from orchestrator.checkpoints import resume_state, state_file
 from orchestrator.spec import ExperimentSpec
 from orchestrator.tracking import TrialRun, flatten
 from trainers import get_trainer_class
 from trainers.base import FitResult
 from trainers.distributed import Parallel
 from trainers.loop import fit
-
-STATE_FILE = "state.pt"
 
 
 @dataclass(frozen=True)
@@ -41,14 +39,7 @@ class SweepSetup:
     tags: dict[str, str] = field(default_factory=dict)
     # A packed sweep's grid points, one list per Tune trial (its param is the index).
     packs: list[list[dict[str, Any]]] | None = None
-
-
-def load_state(path: Path) -> dict[str, Any]:
-    """Read a trial checkpoint file; a damaged file gets an error that names it."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DataError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
+    sweep_dir: str = ""  # the Tune experiment folder (where trials find their checkpoints)
 
 
 def run_name(spec: ExperimentSpec, params: dict[str, Any], trial_id: str) -> str:
@@ -176,11 +167,6 @@ def trial_device(spec: ExperimentSpec) -> torch.device:
     return torch.device("cuda" if spec.resources.gpus > 0 and torch.cuda.is_available() else "cpu")
 
 
-def state_file(rank: int) -> str:
-    """The checkpoint file of ``rank`` (rank 0 and single-process trials: ``state.pt``)."""
-    return STATE_FILE if rank == 0 else f"state-rank{rank}.pt"
-
-
 def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
     """The Tune function of every sweep (``params``: ``{"config": ..., "seed": ...}``)."""
     spec = ExperimentSpec.model_validate(setup.spec)
@@ -206,6 +192,9 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
         params=flat,
         tags={**setup.tags, "dynsweep.seed": str(seed)},
     )
+    if run.final is not None:  # it finished before the driver died (see continue_run)
+        report_finished(run)
+        return
     fatal = run.fatal_error
     if fatal:  # retrying cannot help (e.g. the loss diverged): fail again at once
         run.finish("FAILED", fatal, fatal=True)
@@ -228,10 +217,8 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
         return
 
     resume, attempt = None, 0
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            state = load_state(Path(folder) / STATE_FILE)
+    state = resumable_state(setup, trial_id, run)
+    if state is not None:
         resume = state["loop"]
         # MLflow params are immutable: a config changed since the run began (a PBT
         # perturbation) is recorded as a tag at the step where it took effect.
@@ -245,6 +232,28 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
     workdir = Path(tempfile.mkdtemp(prefix=f"dynsweep-{trial_id}-"))
     ctx = TrialContext(run, seed, workdir, Path(setup.data_dir), header, device)
     train(trainer_cls(config), ctx, spec, resume, attempt)
+
+
+def report_finished(*runs: TrialRun) -> None:
+    """Report the final metrics of runs that had finished already, without training."""
+    for run in runs:
+        run.close()
+    keys = set().union(*(run.final for run in runs))
+    result = {k: sum(r.final.get(k, 0.0) for r in runs) / len(runs) for k in keys}
+    ids = ",".join(r.run_id for r in runs)
+    tune.report({**result, "mlflow_run_id": ids, "mlflow_run_closed": True})
+
+
+def resumable_state(setup: SweepSetup, trial_id: str, run: TrialRun) -> dict[str, Any] | None:
+    """The checkpoint state to resume from; damaged files passed over are noted on the run."""
+    try:
+        state, damaged = resume_state(setup.sweep_dir, trial_id)
+    except DataError as exc:  # nothing readable: fail, naming the files, keeping what was logged
+        run.finish("FAILED", str(exc), fatal=True)
+        raise
+    if damaged:
+        run.set_tags({"dynsweep.warning": "; ".join(damaged)[:4000]})
+    return state
 
 
 def train(trainer, ctx: TrialContext, spec: ExperimentSpec, resume, attempt: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +62,14 @@ def history(client: MlflowClient, run_id: str, key: str) -> list[int]:
 
 def steps_of(client: MlflowClient, run_id: str, key: str) -> np.ndarray:
     return np.array(sorted(history(client, run_id, key)))
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """Poll ``predicate`` until it returns something true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")

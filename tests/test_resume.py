@@ -6,25 +6,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 from analysis.io import load_trajectory
-from tests.helpers import history, run_cli, store, sweep_runs, write_config
+from tests.helpers import history, run_cli, store, sweep_runs, wait_for, write_config
 
 pytestmark = pytest.mark.usefixtures("ray_session")
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_resume_runs_only_what_was_unfinished(workdir, ray_session):

@@ -42,6 +42,7 @@ class TrialRun:
         fatal_error: str | None = None,
         attempt: int = 0,
         sender: MetricSender | None = None,
+        final: dict[str, float] | None = None,
     ) -> None:
         self.uri, self.run_id = uri, run_id
         self.attempt = attempt  # 0 for the run's first attempt, +1 for each retry or resume
@@ -50,6 +51,8 @@ class TrialRun:
         self.client = MlflowClient(uri)
         self.logged_step = logged_step  # steps <= this were logged by an earlier attempt
         self.artifact_uri = artifact_uri
+        # The last metrics of a run that had already finished (see continue_run); else None.
+        self.final = final
         self._own_sender = sender is None
         self.sender = sender or MetricSender(uri)
 
@@ -95,8 +98,21 @@ class TrialRun:
     @classmethod
     def continue_run(cls, uri: str, run, sender: MetricSender | None = None) -> TrialRun:
         """A new attempt in the existing MLflow ``run`` (as found by a search): reopened if it
-        was ended, its attempt count raised; steps it already holds are skipped."""
+        was ended, its attempt count raised; steps it already holds are skipped.
+
+        A FINISHED run is left as it is, with ``final`` set: its trial ended before the driver
+        died, after Tune last saved its experiment state (every ~10 s), so a resumed sweep
+        starts it again; the trial then reports ``final`` instead of training twice.
+        """
         run_id = run.info.run_id
+        if run.info.status == "FINISHED":
+            return cls(
+                uri,
+                run_id,
+                int(run.data.tags.get(STEP_TAG, "-1")),
+                sender=sender,
+                final=dict(run.data.metrics),
+            )
         if run.info.status != "RUNNING":
             reopen_run(uri, run_id)
         attempts = int(run.data.tags.get("dynsweep.attempts", "1")) + 1

@@ -1,0 +1,71 @@
+"""Trial checkpoint files: reading them, and finding the one a trial resumes from.
+
+A trial checkpoint is one file, ``state.pt`` (``state-rankN.pt`` for other ranks of a
+distributed trial), loadable with ``torch.load(weights_only=True)``:
+``{"loop": {"trainer", "step", "elapsed_s"}, "trial_id", "run_id", "trainer", "config"}``.
+
+Tune names the checkpoint to restore in its experiment state, which it saves every ~10 s.
+After the driver is killed, that state can be behind the files: it may name an older
+checkpoint, one already deleted, or none at all (the trial looks unstarted and gets a new
+folder). So a trial resumes from the newest readable checkpoint file of its folders in the
+sweep folder, and uses Tune's checkpoint only where those folders cannot be seen.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from dynsweep.errors import DataError
+
+STATE_FILE = "state.pt"
+
+
+def state_file(rank: int) -> str:
+    """The checkpoint file of ``rank`` (rank 0 and single-process trials: ``state.pt``)."""
+    return STATE_FILE if rank == 0 else f"state-rank{rank}.pt"
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """Read a trial checkpoint file; a damaged file gets an error that names it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
+
+
+def on_disk(sweep_dir: str, trial_id: str) -> list[Path]:
+    """The checkpoint files of ``trial_id`` in the sweep folder, newest first."""
+    if not sweep_dir or not Path(sweep_dir).is_dir():
+        return []
+    root = Path(sweep_dir)
+    folders = [root / f"trial_{trial_id}", *root.glob(f"trial_{trial_id}_*")]
+    files = [f for d in folders for f in d.glob(f"checkpoint_*/{STATE_FILE}")]
+    return sorted(files, key=lambda f: f.stat().st_mtime, reverse=True)
+
+
+def resume_state(sweep_dir: str, trial_id: str) -> tuple[dict[str, Any] | None, list[str]]:
+    """(the state to resume ``trial_id`` from or None, the damaged files passed over).
+
+    A damaged newest file (a process killed while Tune copied it) is passed over for the one
+    before it, and named in the second value; if every file is damaged the error names them.
+    """
+    files = on_disk(sweep_dir, trial_id)
+    if not files:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            return None, []
+        with checkpoint.as_directory() as folder:
+            return load_state(Path(folder) / STATE_FILE), []
+    damaged: list[str] = []
+    for path in files:
+        try:
+            return load_state(path), damaged
+        except DataError as exc:
+            warnings.warn(f"{exc}; resuming from an older checkpoint", stacklevel=2)
+            damaged.append(str(exc))
+    raise DataError("no readable checkpoint to resume from: " + "; ".join(damaged))
