@@ -49,3 +49,15 @@ def workdir(tmp_path, monkeypatch):
     """Run in an empty folder, so mlflow.db and dynsweep_runs/ land there."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """Fail if anything starts or joins Ray."""
+    import ray
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("ray.init was called")
+
+    monkeypatch.setattr(ray, "init", forbidden)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)

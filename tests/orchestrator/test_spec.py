@@ -126,18 +126,6 @@ def test_cli_reports_user_errors_without_traceback(tmp_path, capsys):
     assert "expected path.to.key=value" in capsys.readouterr().err
 
 
-@pytest.fixture
-def no_ray(monkeypatch):
-    """Fail if anything starts or joins Ray."""
-    import ray
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("ray.init was called")
-
-    monkeypatch.setattr(ray, "init", forbidden)
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-
-
 def test_dry_run_prints_plan_and_starts_nothing(capsys, no_ray):
     assert cli.main(["sweep", str(QUICKSTART), "--dry-run", "--set", "num_samples=3"]) == 0
     out = capsys.readouterr().out
