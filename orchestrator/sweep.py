@@ -157,13 +157,18 @@ def _tuner(setup: SweepSetup, sweep_dir: Path, restore: bool):
     spec = ExperimentSpec.model_validate(setup.spec)
     trainable = make_trainable(setup)
     if restore:
-        return tune.Tuner.restore(
-            str(sweep_dir),
-            trainable,
-            resume_unfinished=True,
-            resume_errored=False,
-            restart_errored=False,
-        )
+        try:
+            return tune.Tuner.restore(
+                str(sweep_dir),
+                trainable,
+                resume_unfinished=True,
+                resume_errored=False,
+                restart_errored=False,
+            )
+        except Exception as exc:  # a state that parses but that Tune cannot use
+            raise UserError(
+                f"{sweep_dir}: Tune cannot restore this sweep ({type(exc).__name__}: {exc})"
+            ) from None
     multi = bool(spec.search.objectives)
     param_space, samples = space.to_tune(spec.parsed_space()), spec.num_samples
     if setup.packs is not None:  # one trial per pack of grid points (repeats inside packs)
@@ -207,6 +212,8 @@ def _slots(spec: ExperimentSpec) -> int:
 def _execute(setup: SweepSetup, sweep_dir: Path, restore: bool) -> SweepOutcome:
     started = time.monotonic()
     tuner = _tuner(setup, sweep_dir, restore)
+    if restore:
+        tracking.reopen_run(setup.uri, setup.parent_run_id)
     try:
         with interruptible():
             tuner.fit()
@@ -324,6 +331,26 @@ def find_sweep_dir(name_or_path: str, storage: str = "dynsweep_runs") -> Path:
     return candidates[-1].parent.resolve()
 
 
+def check_tune_state(sweep_dir: Path) -> None:
+    """Refuse, naming the file, a Tune experiment state that ``Tuner.restore`` cannot read."""
+    states = sorted(sweep_dir.glob("experiment_state-*.json"))
+    if not states:
+        raise UserError(
+            f"{sweep_dir}: no Tune experiment state (experiment_state-*.json), so the sweep "
+            "cannot be resumed; its MLflow runs are kept — run the experiment again to redo it"
+        )
+    try:
+        json.loads(states[-1].read_text())  # Tune reads the newest
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(
+            f"{states[-1]}: damaged Tune experiment state ({exc}); the sweep cannot be resumed "
+            "from it (its MLflow runs and checkpoints are untouched)"
+        ) from None
+    tuner = sweep_dir / "tuner.pkl"
+    if not tuner.is_file() or tuner.stat().st_size == 0:
+        raise UserError(f"{tuner}: missing or empty; the sweep cannot be resumed from it")
+
+
 def resume(name_or_path: str, address: str | None = None) -> SweepOutcome:
     """Continue an interrupted sweep: finished trials stay, the others go on from checkpoints."""
     sweep_dir = find_sweep_dir(name_or_path)
@@ -331,9 +358,9 @@ def resume(name_or_path: str, address: str | None = None) -> SweepOutcome:
         setup = SweepSetup(**json.loads((sweep_dir / MANIFEST).read_text()))
     except (json.JSONDecodeError, TypeError) as exc:
         raise UserError(f"{sweep_dir / MANIFEST}: damaged sweep manifest ({exc})") from None
+    check_tune_state(sweep_dir)
     tracking.check_reachable(setup.uri)
     init_ray(address)
-    tracking.reopen_run(setup.uri, setup.parent_run_id)
     return _execute(setup, sweep_dir, restore=True)
 
 

@@ -9,12 +9,14 @@ import random
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
 from analysis.io import load_trajectory
+from orchestrator.checkpoints import on_disk
 from tests.helpers import history, merge, run_cli, store, sweep_runs, wait_for, write_config
 from tests.test_distributed import diffusion_sweep
 
@@ -110,7 +112,7 @@ def test_sigkilled_trial_is_retried_from_its_checkpoint_in_the_same_run(workdir,
     assert 0 < start <= seen["step"] and start % CHECKPOINT_EVERY == 0, (start, seen)
 
 
-def test_sigkilled_driver_is_finished_by_resume_without_duplicates(workdir, ray_session):
+def test_sigkilled_driver_is_finished_by_resume_past_a_truncated_checkpoint(workdir, ray_session):
     cfg = slow_sweep(
         workdir,
         config={"optimizer": {"lr": {"grid": [0.01, 0.02, 0.05, 0.1]}}},
@@ -124,7 +126,12 @@ def test_sigkilled_driver_is_finished_by_resume_without_duplicates(workdir, ray_
         def two_done_and_third_past_a_checkpoint():
             _, children = sweep_runs(client)
             done = [c for c in children if c.info.status == "FINISHED"]
-            return len(done) == 2 and len(children) == 3 and progress(workdir).get("step", 0) > 30
+            running = [c for c in children if c.info.status == "RUNNING"]
+            return (
+                len(done) == 2
+                and running
+                and int(running[0].data.tags.get("dynsweep.logged_step", "-1")) > 50
+            )
 
         wait_for(two_done_and_third_past_a_checkpoint, 180, "two finished trials")
         victim = progress(workdir)["pid"]
@@ -141,8 +148,12 @@ def test_sigkilled_driver_is_finished_by_resume_without_duplicates(workdir, ray_
     before = {c.info.run_id: c for c in children}
     finished_before = {i for i, c in before.items() if c.info.status == "FINISHED"}
     [interrupted] = [c for c in children if c.info.status == "RUNNING"]  # nobody could end it
+    # As if the kill had hit while a checkpoint was being written: its newest one is truncated.
+    sweep_dir = Path(parents[0].data.tags["dynsweep.sweep_dir"])
+    newest = on_disk(str(sweep_dir), interrupted.data.tags["dynsweep.trial_id"])[0]
+    newest.write_bytes(newest.read_bytes()[:100])
 
-    assert run_cli("resume", parents[0].data.tags["dynsweep.sweep_dir"]) == 0
+    assert run_cli("resume", str(sweep_dir)) == 0
 
     parents, children = sweep_runs(client)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -155,7 +166,8 @@ def test_sigkilled_driver_is_finished_by_resume_without_duplicates(workdir, ray_
             assert c.info.end_time == before[c.info.run_id].info.end_time
     resumed = next(c for c in children if c.info.run_id == interrupted.info.run_id)
     assert resumed.data.tags["dynsweep.attempts"] == "2"  # continued in the same run
-    assert resumed_from(client, resumed)[0] >= CHECKPOINT_EVERY
+    assert f"{newest}: unreadable checkpoint" in resumed.data.tags["dynsweep.warning"]
+    assert resumed_from(client, resumed)[0] >= CHECKPOINT_EVERY  # from the one before it
 
 
 def test_sigkilled_distributed_worker_restarts_the_group_in_the_same_run(ray_session, workdir):
