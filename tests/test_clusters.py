@@ -6,17 +6,15 @@ import copy
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from orchestrator.cluster import RUNTIME_EXCLUDES, sweep_command
-from tests.helpers import run_cli, store, sweep_runs, write_config
+from tests.helpers import free_port, run_cli, store, sweep_runs, wait_for_url, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTERS = ROOT / "clusters"
@@ -68,54 +66,6 @@ def test_submit_builds_the_sweep_command_and_excludes_local_state():
     assert {".git", "mlflow.db", "mlruns", "data"} <= set(RUNTIME_EXCLUDES)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, seconds: float) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer in {seconds} s")
-
-
-def test_a_server_started_by_dynsweep_takes_runs_from_two_concurrent_trials(ray_session, workdir):
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "server", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{workdir / 'server.db'}",
-         "--artifacts-destination", str(workdir / "server-artifacts")],
-        cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        wait_for(f"http://127.0.0.1:{port}/health", 90)
-        uri = f"http://127.0.0.1:{port}"
-        cfg = write_config(
-            workdir,
-            config={"optimizer": {"lr": {"grid": [0.05, 0.2]}}},
-            stop={"iterations": 10},
-            loop={"report_every": 5, "checkpoint_every": 10, "eval_every": 10},
-        )
-        assert run_cli("sweep", str(cfg), "--tracking-uri", uri) == 0
-        from mlflow.tracking import MlflowClient
-
-        _, children = sweep_runs(MlflowClient(uri))
-        assert len(children) == 2 and {c.info.status for c in children} == {"FINISHED"}
-        assert all(c.data.metrics["train/loss"] > 0 for c in children)
-        assert not (workdir / "mlflow.db").exists()  # nothing went to a local store
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-
-
 def test_a_sweep_submitted_as_a_ray_job_to_a_local_head_finishes(workdir, tmp_path_factory):
     port, dashboard = free_port(), free_port()
     temp = tmp_path_factory.mktemp("rayhead")
@@ -134,7 +84,7 @@ def test_a_sweep_submitted_as_a_ray_job_to_a_local_head_finishes(workdir, tmp_pa
         env={**os.environ, "RAY_AUTH_MODE": "disabled"},
     )  # fmt: skip
     try:
-        wait_for(f"http://127.0.0.1:{dashboard}/api/version", 120)
+        wait_for_url(f"http://127.0.0.1:{dashboard}/api/version", 120)
         cfg = write_config(
             workdir,
             config={"optimizer": {"lr": {"grid": [0.05, 0.2]}}},
