@@ -167,8 +167,9 @@ def _finish_sweep(outcome, run_analysis: bool = True) -> int:
     from orchestrator.spec import ExperimentSpec
     from orchestrator.summary import sweep_summary
     from orchestrator.sweep import finish
+    from orchestrator.tracking.secrets import redact
 
-    print(sweep_summary(outcome))
+    print(redact(sweep_summary(outcome)))
     if outcome.status != "FINISHED":
         return 130
     spec = ExperimentSpec.model_validate(outcome.setup.spec)
@@ -320,7 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         if args.debug:
             raise
-        print(f"dynsweep {args.command}: error: {exc}", file=sys.stderr)
+        from orchestrator.tracking.secrets import redact
+
+        print(f"dynsweep {args.command}: error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from mlflow.tracking import MlflowClient
 
+from orchestrator.tracking.secrets import credential_values, redact_obj
 from orchestrator.tracking.sender import MetricSender
 from orchestrator.tracking.store import ERROR_TAG, TRIAL_TAG, _retry, set_tags
 from orchestrator.tracking.trial_run import TrialRun
@@ -103,7 +104,7 @@ def _create(store, experiment_id, parent_id, pack_id, members) -> dict[str, tupl
 
     location = store.get_experiment(experiment_id).artifact_location
     now = int(time.time() * 1000)
-    out, rows = {}, []
+    out, rows, secrets = {}, [], credential_values()
     for m in members:
         run_id = uuid.uuid4().hex
         artifact_uri = append_to_uri_path(location, run_id, "artifacts")
@@ -123,8 +124,10 @@ def _create(store, experiment_id, parent_id, pack_id, members) -> dict[str, tupl
             source_version="",
             lifecycle_stage="active",
         )
-        run.tags = [SqlTag(key=k, value=str(v)[:5000]) for k, v in tags_of(m).items()]
-        run.params = [SqlParam(key=k, value=str(v)[:6000]) for k, v in m.params.items()]
+        tags = redact_obj({k: str(v) for k, v in tags_of(m).items()}, secrets)
+        params = redact_obj({k: str(v) for k, v in m.params.items()}, secrets)
+        run.tags = [SqlTag(key=k, value=v[:5000]) for k, v in tags.items()]
+        run.params = [SqlParam(key=k, value=v[:6000]) for k, v in params.items()]
         rows.append(run)
         out[m.trial_id] = (run_id, artifact_uri)
 
@@ -150,7 +153,7 @@ def end_members(uri: str, ends: dict[str, tuple[str, str | None, dict[str, str]]
         return
     from mlflow.store.tracking.dbmodels.models import SqlRun, SqlTag
 
-    now = int(time.time() * 1000)
+    now, secrets = int(time.time() * 1000), credential_values()
 
     def write() -> None:
         with store.ManagedSessionMaker(read_only=False) as session:
@@ -159,7 +162,8 @@ def end_members(uri: str, ends: dict[str, tuple[str, str | None, dict[str, str]]
                 status, error, tags = ends[run.run_uuid]
                 run.status, run.end_time = status, now
                 extra = {ERROR_TAG: error, "mlflow.note.content": error} if error else {}
-                for key, value in {**tags, **extra}.items():
-                    session.merge(SqlTag(key=key, value=str(value)[:5000], run_uuid=run.run_uuid))
+                safe = redact_obj({k: str(v) for k, v in {**tags, **extra}.items()}, secrets)
+                for key, value in safe.items():
+                    session.merge(SqlTag(key=key, value=value[:5000], run_uuid=run.run_uuid))
 
     _retry(write)

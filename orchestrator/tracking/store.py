@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from dynsweep import __version__
 from dynsweep.errors import ConfigError
+from orchestrator.tracking.secrets import redact_obj
 
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
 TRIAL_TAG, STEP_TAG, ERROR_TAG = "dynsweep.trial_id", "dynsweep.logged_step", "dynsweep.error"
@@ -122,13 +123,15 @@ def _chunks(items: list, size: int) -> Iterable[list]:
 
 
 def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
-    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    safe = redact_obj({k: str(v) for k, v in params.items()})
+    items = [Param(k, v[:6000]) for k, v in safe.items()]
     for chunk in _chunks(items, MAX_PARAMS):
         _retry(lambda c=chunk: client.log_batch(run_id, params=c))
 
 
 def set_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
-    items = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+    safe = redact_obj({k: str(v) for k, v in tags.items()})
+    items = [RunTag(k, v[:5000]) for k, v in safe.items()]
     for chunk in _chunks(items, MAX_TAGS):
         _retry(lambda c=chunk: client.log_batch(run_id, tags=c))
 
@@ -153,10 +156,10 @@ def start_sweep_run(
     """Create the parent run of a sweep: resolved spec as artifact and as flattened params."""
     client = MlflowClient(uri)
     run = client.create_run(
-        experiment_id, run_name=run_name, tags={"dynsweep.role": "sweep", **tags}
+        experiment_id, run_name=run_name, tags=redact_obj({"dynsweep.role": "sweep", **tags})
     )
     log_params(client, run.info.run_id, flatten({k: v for k, v in spec.items() if k != "config"}))
-    client.log_dict(run.info.run_id, spec, "spec.json")
+    client.log_dict(run.info.run_id, redact_obj(spec), "spec.json")
     return run.info.run_id
 
 
@@ -196,7 +199,9 @@ def log_summary(uri: str, run_id: str, metrics: dict[str, float], table: dict[st
     items = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
     for chunk in _chunks(items, MAX_METRICS):
         _retry(lambda c=chunk: client.log_batch(run_id, metrics=c))
-    client.log_dict(run_id, table, "trials.json")  # replaces the table of an earlier attempt
+    client.log_dict(
+        run_id, redact_obj(table), "trials.json"
+    )  # replaces the table of an earlier attempt
 
 
 def analysis_tag(step: str) -> str:
@@ -221,7 +226,7 @@ def log_analysis(
     for chunk in _chunks(items, MAX_METRICS):
         _retry(lambda c=chunk: client.log_batch(run_id, metrics=c))
     for name, obj in (tables or {}).items():
-        client.log_dict(run_id, obj, f"analysis/{step}/{name}.json")
+        client.log_dict(run_id, redact_obj(obj), f"analysis/{step}/{name}.json")
     _log_files(client, run_id, f"analysis/{step}", figures or {})
     if digest is not None:
         set_tags(client, run_id, {analysis_tag(step): digest})

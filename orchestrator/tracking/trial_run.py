@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlparse
 
 from mlflow.tracking import MlflowClient
 
+from orchestrator.tracking.secrets import redact_obj
 from orchestrator.tracking.sender import MetricSender
 from orchestrator.tracking.store import (
     STEP_TAG,
@@ -85,7 +86,8 @@ class TrialRun:
             "dynsweep.attempts": "1",
             **tags,
         }
-        run = _retry(lambda: client.create_run(experiment_id, run_name=run_name, tags=all_tags))
+        safe = redact_obj(all_tags)
+        run = _retry(lambda: client.create_run(experiment_id, run_name=run_name, tags=safe))
         log_params(client, run.info.run_id, params)
         return cls(uri, run.info.run_id, -1, params, run.info.artifact_uri, sender=sender)
 
@@ -151,6 +153,7 @@ class TrialRun:
         _retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
 
     def log_dict(self, obj: dict, name: str) -> None:
+        obj = redact_obj(obj)
         local = self.local_artifact_dir("")
         if local is None:
             self.client.log_dict(self.run_id, obj, name)
