@@ -49,7 +49,7 @@ def test_every_torch_load_is_weights_only_and_a_pickle_payload_is_refused(tmp_pa
 
     bad = tmp_path / "state.pt"
     with bad.open("wb") as f:
-        pickle.dump({"loop": Payload()}, f)
+        pickle.dump({"loop": Payload()}, f, protocol=2)
     with pytest.raises(DataError, match=f"{bad}: unreadable checkpoint"):
         load_state(bad)
     assert not marker.exists()
