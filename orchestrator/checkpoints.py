@@ -51,16 +51,19 @@ def on_disk(sweep_dir: str, trial_id: str) -> list[Path]:
 def resume_state(sweep_dir: str, trial_id: str) -> tuple[dict[str, Any] | None, list[str]]:
     """(the state to resume ``trial_id`` from or None, the damaged files passed over).
 
-    A damaged newest file (a process killed while Tune copied it) is passed over for the one
-    before it, and named in the second value; if every file is damaged the error names them.
+    Tune's checkpoint when it is another trial's (a PBT exploit) or when the sweep folder
+    cannot be seen; else the newest readable file of the trial's own folders. A damaged newest
+    file (a process killed while Tune copied it) is passed over for the one before it, and
+    named in the second value; if every file is damaged the error names them.
     """
+    checkpoint = tune.get_checkpoint()
+    own = f"trial_{trial_id}"
     files = on_disk(sweep_dir, trial_id)
-    if not files:
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is None:
-            return None, []
-        with checkpoint.as_directory() as folder:
-            return load_state(Path(folder) / STATE_FILE), []
+    if checkpoint is not None:
+        folder = Path(checkpoint.path).parent.name
+        if not files or (folder != own and not folder.startswith(own + "_")):
+            with checkpoint.as_directory() as local:
+                return load_state(Path(local) / STATE_FILE), []
     damaged: list[str] = []
     for path in files:
         try:
@@ -68,4 +71,6 @@ def resume_state(sweep_dir: str, trial_id: str) -> tuple[dict[str, Any] | None, 
         except DataError as exc:
             warnings.warn(f"{exc}; resuming from an older checkpoint", stacklevel=2)
             damaged.append(str(exc))
-    raise DataError("no readable checkpoint to resume from: " + "; ".join(damaged))
+    if damaged:
+        raise DataError("no readable checkpoint to resume from: " + "; ".join(damaged))
+    return None, []

@@ -192,9 +192,12 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
         params=flat,
         tags={**setup.tags, "dynsweep.seed": str(seed)},
     )
-    if run.final is not None:  # it finished before the driver died (see continue_run)
-        report_finished(run)
-        return
+    state = resumable_state(setup, trial_id, run)
+    if run.final is not None:  # the run had finished (see TrialRun.continue_run)
+        if state is None or state.get("trial_id") == trial_id:
+            report_finished(run)  # ...before the driver died: nothing more to train
+            return
+        run.reopen()  # PBT continues it from another trial's checkpoint
     fatal = run.fatal_error
     if fatal:  # retrying cannot help (e.g. the loss diverged): fail again at once
         run.finish("FAILED", fatal, fatal=True)
@@ -217,7 +220,6 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
         return
 
     resume, attempt = None, 0
-    state = resumable_state(setup, trial_id, run)
     if state is not None:
         resume = state["loop"]
         # MLflow params are immutable: a config changed since the run began (a PBT
@@ -241,7 +243,8 @@ def report_finished(*runs: TrialRun) -> None:
     keys = set().union(*(run.final for run in runs))
     result = {k: sum(r.final.get(k, 0.0) for r in runs) / len(runs) for k in keys}
     ids = ",".join(r.run_id for r in runs)
-    tune.report({**result, "mlflow_run_id": ids, "mlflow_run_closed": True})
+    step = max(r.logged_step for r in runs)
+    tune.report({**result, "step": step, "mlflow_run_id": ids, "mlflow_run_closed": True})
 
 
 def resumable_state(setup: SweepSetup, trial_id: str, run: TrialRun) -> dict[str, Any] | None:

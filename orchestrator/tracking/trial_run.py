@@ -102,33 +102,33 @@ class TrialRun:
         """A new attempt in the existing MLflow ``run`` (as found by a search): reopened if it
         was ended, its attempt count raised; steps it already holds are skipped.
 
-        A FINISHED run is left as it is, with ``final`` set: its trial ended before the driver
-        died, after Tune last saved its experiment state (every ~10 s), so a resumed sweep
-        starts it again; the trial then reports ``final`` instead of training twice.
+        A FINISHED run is left as it is, with ``final`` (its last metrics) set: the trial
+        decides between :meth:`reopen` (PBT continues a trial from another's checkpoint) and
+        reporting ``final`` (it ended before the driver died, after Tune last saved its
+        experiment state, so a resumed sweep starts it again).
         """
-        run_id = run.info.run_id
-        if run.info.status == "FINISHED":
-            return cls(
-                uri,
-                run_id,
-                int(run.data.tags.get(STEP_TAG, "-1")),
-                sender=sender,
-                final=dict(run.data.metrics),
-            )
-        if run.info.status != "RUNNING":
-            reopen_run(uri, run_id)
-        attempts = int(run.data.tags.get("dynsweep.attempts", "1")) + 1
-        set_tags(MlflowClient(uri), run_id, {"dynsweep.attempts": str(attempts)})
-        return cls(
+        new = cls(
             uri,
-            run_id,
+            run.info.run_id,
             int(run.data.tags.get(STEP_TAG, "-1")),
             dict(run.data.params),
             run.info.artifact_uri,
             run.data.tags.get("dynsweep.fatal"),
-            attempts - 1,
+            int(run.data.tags.get("dynsweep.attempts", "1")) - 1,
             sender,
+            final=dict(run.data.metrics) if run.info.status == "FINISHED" else None,
         )
+        if new.final is None:
+            new.reopen(run.info.status)
+        return new
+
+    def reopen(self, status: str = "FINISHED") -> None:
+        """Start a new attempt: the run RUNNING again, its attempt count raised."""
+        if status != "RUNNING":
+            reopen_run(self.uri, self.run_id)
+        self.attempt += 1
+        self.final = None
+        set_tags(self.client, self.run_id, {"dynsweep.attempts": str(self.attempt + 1)})
 
     # --- metrics -----------------------------------------------------------------------------
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
