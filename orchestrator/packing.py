@@ -131,6 +131,7 @@ class PackContext:
         for member, state in zip(self.member_contexts, export):
             if not member.closed:
                 member.keep_model(result.step, state)
+                member.keep_curves()
         self._end_all("FINISHED", None, {"dynsweep.stop_reason": result.stop_reason})
         self.sender.close()
         self.closed = True

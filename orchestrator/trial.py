@@ -124,6 +124,7 @@ class TrialContext:
         # horizon ends here (ASHA's max_t) stops the trial inside that report.
         if self.run is not None:
             self.keep_model(result.step, export)
+            self.keep_curves()
             self.end("FINISHED", tags={"dynsweep.stop_reason": result.stop_reason})
         self.report(result.step, result.metrics, checkpoint)
 
@@ -132,6 +133,17 @@ class TrialContext:
         model_path = self.run.artifact_path("model/model.pt", self.workdir)
         torch.save({**self.header, "step": step, "state": export}, model_path)
         self.run.keep(model_path, "model/model.pt")
+
+    def keep_curves(self) -> None:
+        """The run's learning curves as ``figures/learning_curves.png`` (its whole history)."""
+        from orchestrator.figures import learning_curves
+
+        keys = [k for k in self.latest if not k.startswith("pack/")]
+        title = f"Learning curves of run {self.run.run_name or self.run.run_id}"
+        png = learning_curves(self.run.histories(keys), title)
+        path = self.run.artifact_path("figures/learning_curves.png", self.workdir)
+        path.write_bytes(png)
+        self.run.keep(path, "figures/learning_curves.png")
 
     def end(
         self,

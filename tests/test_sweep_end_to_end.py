@@ -175,3 +175,14 @@ def test_runs_command_prints_and_exports(finished_sweep, capsys, monkeypatch):
     lines = (finished_sweep / "runs.csv").read_text().strip().splitlines()
     assert len(lines) == 5 and "config.optimizer.lr" in lines[0]
     assert run_cli("runs", "nope") == 2
+
+
+def test_each_trial_keeps_a_learning_curve_figure_of_its_whole_history(finished_sweep):
+    from PIL import Image
+
+    client = store(finished_sweep)
+    _, children = sweep_runs(client)
+    for c in children:
+        path = client.download_artifacts(c.info.run_id, "figures/learning_curves.png")
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.width >= 600 and image.height >= 300

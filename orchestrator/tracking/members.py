@@ -80,7 +80,11 @@ def open_members(
     for m in members:
         if m.trial_id in created:
             run_id, artifact_uri = created[m.trial_id]
-            runs.append(TrialRun(uri, run_id, -1, m.params, artifact_uri, sender=sender))
+            runs.append(
+                TrialRun(
+                    uri, run_id, -1, m.params, artifact_uri, sender=sender, run_name=m.run_name
+                )
+            )
         else:  # a retry: the run exists (reopened, one more attempt)
             runs.append(TrialRun.continue_run(uri, found[m.trial_id], sender))
     return runs

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import numpy as np
 from mlflow.tracking import MlflowClient
 
 from orchestrator.tracking.secrets import redact_obj
@@ -44,6 +45,7 @@ class TrialRun:
         attempt: int = 0,
         sender: MetricSender | None = None,
         final: dict[str, float] | None = None,
+        run_name: str = "",
     ) -> None:
         self.uri, self.run_id = uri, run_id
         self.attempt = attempt  # 0 for the run's first attempt, +1 for each retry or resume
@@ -54,6 +56,7 @@ class TrialRun:
         self.artifact_uri = artifact_uri
         # The last metrics of a run that had already finished (see continue_run); else None.
         self.final = final
+        self.run_name = run_name
         self._own_sender = sender is None
         self.sender = sender or MetricSender(uri)
 
@@ -89,7 +92,15 @@ class TrialRun:
         safe = redact_obj(all_tags)
         run = _retry(lambda: client.create_run(experiment_id, run_name=run_name, tags=safe))
         log_params(client, run.info.run_id, params)
-        return cls(uri, run.info.run_id, -1, params, run.info.artifact_uri, sender=sender)
+        return cls(
+            uri,
+            run.info.run_id,
+            -1,
+            params,
+            run.info.artifact_uri,
+            sender=sender,
+            run_name=run_name,
+        )
 
     @classmethod
     def attach(cls, uri: str, run_id: str, sender: MetricSender | None = None) -> TrialRun:
@@ -117,6 +128,7 @@ class TrialRun:
             int(run.data.tags.get("dynsweep.attempts", "1")) - 1,
             sender,
             final=dict(run.data.metrics) if run.info.status == "FINISHED" else None,
+            run_name=run.info.run_name,
         )
         if new.final is None:
             new.reopen(run.info.status)
@@ -139,6 +151,18 @@ class TrialRun:
     def flush(self) -> None:
         """Send every queued point now and wait until the store has them."""
         self.sender.flush()
+
+    def histories(self, keys: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """(steps, values) of each metric as stored (after a flush), sorted by step."""
+        self.flush()
+        out = {}
+        for key in keys:
+            points = sorted(
+                (m.step, m.value) for m in self.client.get_metric_history(self.run_id, key)
+            )
+            steps, values = zip(*points) if points else ((), ())
+            out[key] = (np.asarray(steps, dtype=np.int64), np.asarray(values, dtype=float))
+        return out
 
     # --- artifacts, tags, status ---------------------------------------------------------
     def local_artifact_dir(self, path: str) -> Path | None:

@@ -86,3 +86,23 @@ def test_runs_sharing_a_sender_each_get_their_own_points_and_watermark(tmp_path)
             (s, 100 * i + s) for s in range(1, 21)
         ]
         assert client.get_run(run.run_id).data.tags[STEP_TAG] == "20"
+
+
+def test_learning_curves_group_splits_of_a_metric_in_one_panel():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from orchestrator.figures import learning_curves, panels
+
+    assert panels(["val/acc", "train/loss", "val/loss", "train/acc", "lr"]) == {
+        "acc": ["train/acc", "val/acc"],
+        "loss": ["train/loss", "val/loss"],
+        "lr": ["lr"],
+    }
+    steps = np.arange(1, 101)
+    png = learning_curves(
+        {"train/loss": (steps, 1 / steps), "val/loss": (steps[::20], 1 / steps[::20])}, "t"
+    )
+    assert Image.open(io.BytesIO(png)).size == (460, 340)
