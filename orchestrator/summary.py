@@ -116,6 +116,7 @@ def sweep_summary(outcome: SweepOutcome) -> str:
         f"{setup.parent_run_id}",
         f"Tune:   {outcome.path}",
         f"Open the MLflow UI:  dynsweep ui --tracking-uri {setup.uri}",
+        f"  the sweep's runs:  http://127.0.0.1:5000/#/experiments/{setup.experiment_id}/runs",
     ]
     if outcome.status == "KILLED":
         lines.append(f"Interrupted. Continue with:  dynsweep resume {outcome.path}")
