@@ -8,6 +8,7 @@ import pyEDM
 from pyEDM.AuxFunc import ComputeError
 
 from analysis.base import StepResult
+from analysis.figures import ccm_convergence, skill_curve
 from dynsweep.errors import DataError
 
 
@@ -76,9 +77,15 @@ class EmbedDimension:
             rho = ComputeError(out["Observations"], out["Predictions"])["rho"]
             rhos.append(float(rho) if np.isfinite(rho) else -1.0)
         best = int(np.argmax(rhos))
+        dims = list(range(1, self.max_E + 1))
+        figure = skill_curve(
+            dims, rhos, best + 1, "embedding dimension E",
+            "Embedding dimension: simplex forecast skill by E",
+        )  # fmt: skip
         return StepResult(
             metrics={"best_E": best + 1, "rho": rhos[best]},
-            tables={"rho_by_E": {"E": list(range(1, self.max_E + 1)), "rho": rhos}},
+            tables={"rho_by_E": {"E": dims, "rho": rhos}},
+            figures={"rho_by_E.png": figure},
         )
 
 
@@ -149,6 +156,15 @@ class SMapNonlinearity:
                 "nonlinearity": rhos[best] - linear,
             },
             tables={"rho_by_theta": {"theta": self.thetas, "rho": rhos}},
+            figures={
+                "rho_by_theta.png": skill_curve(
+                    self.thetas,
+                    rhos,
+                    self.thetas[best],
+                    "S-map localisation θ (0 = linear)",
+                    "S-map: forecast skill by θ (a rise above θ = 0 means nonlinear dynamics)",
+                )  # fmt: skip
+            },
         )
 
 
@@ -219,4 +235,5 @@ class CrossMapping:
                 table["pair"] += [pair] * len(sizes)
                 table["lib_size"] += [int(s) for s in sizes]
                 table["rho"] += skill[a, b].tolist()
-        return StepResult(metrics, {"rho_by_library": table})
+        figure = ccm_convergence(table, self.E)
+        return StepResult(metrics, {"rho_by_library": table}, {"convergence.png": figure})

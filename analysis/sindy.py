@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from analysis.base import StepResult
+from analysis.figures import coefficient_bars
 from dynsweep.errors import DataError
 
 
@@ -95,9 +96,12 @@ class SINDy:
         model.fit(x, t=dt, feature_names=names)
         metrics, table = _terms(model, [f"{n}'" for n in names], self.ensemble)
         metrics["r2"] = float(model.score(x, t=dt))
+        equations = _equations(model, [f"{n}'" for n in names])
+        title = "SINDy: sparse equations of the metrics' dynamics (d/dt per step)"
         return StepResult(
             metrics,
-            {"equations": _equations(model, [f"{n}'" for n in names]), "coefficients": table},
+            {"equations": equations, "coefficients": table},
+            {"coefficients.png": coefficient_bars(table, equations, title)},
         )
 
 
@@ -162,7 +166,14 @@ class PDEFind:
         )
         model.fit(data, t=t, feature_names=["u"])
         metrics, table = _terms(model, ["u_t"], self.ensemble)
-        return StepResult(metrics, {"equations": _equations(model, ["u_t"]), "coefficients": table})
+        equations = _equations(model, ["u_t"])
+        form = "weak" if self.weak else "strong"
+        title = f"PDE-FIND ({form} form): the field's equation u_t = ..."
+        return StepResult(
+            metrics,
+            {"equations": equations, "coefficients": table},
+            {"coefficients.png": coefficient_bars(table, equations, title)},
+        )
 
 
 def _matrix(data: Any) -> tuple[list[str], np.ndarray]:

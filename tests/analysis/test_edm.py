@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pyEDM
@@ -94,3 +96,18 @@ def test_smap_sees_nonlinearity_in_a_chaotic_map_and_none_in_a_linear_one():
     assert linear["nonlinearity"] < chaotic["nonlinearity"] / 3
     skill = SimplexSkill(E=2).fit(logistic(400)).metrics
     assert skill["rho"] > 0.9 and skill["RMSE"] < 0.1
+
+
+def test_edm_smap_and_ccm_draw_their_figures():
+    from PIL import Image
+
+    figures = {
+        **EmbedDimension(max_E=4).fit(logistic(200)).figures,
+        **SMapNonlinearity(E=2).fit(logistic(200)).figures,
+        **CrossMapping(E=2, lib_sizes=(10, 50, 150))
+        .fit({"a": logistic(200), "b": logistic(200, r=3.7)})
+        .figures,
+    }
+    assert set(figures) == {"rho_by_E.png", "rho_by_theta.png", "convergence.png"}
+    for data in figures.values():
+        assert Image.open(io.BytesIO(data)).format == "PNG"

@@ -93,3 +93,14 @@ def test_koopman_spectrum_of_a_rotation_and_a_decay():
     assert m["spectral_radius"] == pytest.approx(1.0)
     assert m["unit_circle"] == 2 and m["eig_abs_3"] == pytest.approx(0.5)
     assert abs(m["eig_angle_1"]) == pytest.approx(angle)
+
+
+def test_sindy_draws_the_coefficients_with_the_equation():
+    import io
+
+    from PIL import Image
+
+    u, dx, dt = heat(noise=0.0)
+    result = PDEFind(weak=False, dx=dx, dt=dt, threshold=0.02).fit(u)
+    image = Image.open(io.BytesIO(result.figures["coefficients.png"]))
+    assert image.format == "PNG" and image.height > 200
