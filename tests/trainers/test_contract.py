@@ -45,3 +45,28 @@ def test_step_evaluate_probe_and_state_round_trip(trainer_cls, tmp_path):
     b.load_state_dict(torch.load(path, weights_only=True))
     # Same next step (up to float reductions, whose order multi-threaded kernels may change).
     assert b.step() == pytest.approx(a.step(), rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "name, files",
+    [
+        ("autoencoder", {"reconstructions.png", "spectral_error.png"}),
+        ("paths", {"loss_along_t.png"}),
+    ],
+)
+def test_trainers_draw_their_figures(name, files, tmp_path):
+    from PIL import Image
+
+    cls = get_trainer_class(name)
+    trainer = cls(cls.Config())
+    trainer.setup(LocalContext(tmp_path))
+    for _ in range(2):
+        trainer.step()
+        trainer.evaluate()
+    folder = tmp_path / "figures"
+    folder.mkdir()
+    written = trainer.write_artifacts(folder)
+    assert {p.name for p in written} == files
+    for path in written:
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.width >= 400

@@ -86,6 +86,7 @@ class AutoencoderTrainer(Trainer):
         (xt, _), (xv, _) = load_dataset(cfg.dataset, ctx.data_dir, cfg.val_fraction, ctx.seed)
         self.train_x, self.val_x = xt.to(self.device), xv.to(self.device)
         self.spectrum_x = self.train_x[: cfg.spectrum_images]
+        self.steps_done, self.error_history = 0, []  # (step, spectral error) per evaluation
         self.model = Autoencoder(cfg.model, tuple(xt.shape[1:])).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.masks = spectra.ring_masks(tuple(xt.shape[-2:]), cfg.spectra).to(self.device)
@@ -138,6 +139,7 @@ class AutoencoderTrainer(Trainer):
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
+        self.steps_done += 1
         return {"train/loss": loss.item()}
 
     @torch.no_grad()
@@ -162,12 +164,32 @@ class AutoencoderTrainer(Trainer):
         self.model.eval()
         metrics = {"val/loss": float(F.mse_loss(self.model(self.val_x), self.val_x))}
         _, error = self._spectrum()
+        self.error_history.append((self.steps_done, error.cpu().numpy()))
         metrics["val/spectral_error"] = float(error.mean())
         metrics["val/transition_frame"] = float(
             spectra.transition_frame(error, self.config.transition_threshold)
         )
         metrics.update({f"val/sigma/{k}": v for k, v in self._layer_norms().items()})
         return metrics
+
+    @torch.no_grad()
+    def write_artifacts(self, folder: Path) -> list[Path]:
+        from trainers.figures import reconstructions, spectral_error_evolution
+
+        self.model.eval()
+        x = self.val_x[:8]
+        recon = self.model(x).clamp(x.min(), x.max())
+        paths = [
+            reconstructions(
+                x.cpu().numpy(), recon.cpu().numpy(), self.config.dataset,
+                folder / "reconstructions.png",
+            )
+        ]  # fmt: skip
+        if self.error_history:
+            threshold = self.config.transition_threshold
+            path = folder / "spectral_error.png"
+            paths.append(spectral_error_evolution(self.error_history, threshold, path))
+        return paths
 
     def probe(self, name: str) -> torch.Tensor | list[torch.Tensor]:
         if name == "weights":
@@ -193,11 +215,13 @@ class AutoencoderTrainer(Trainer):
             "optimizer": self.optimizer.state_dict(),
             "batches": self.batches.state_dict(),
             "vectors": dict(self.vectors),
+            "steps": self.steps_done,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.steps_done = state.get("steps", 0)
         for group in self.optimizer.param_groups:
             group["lr"] = self.config.lr
         self.batches.load_state_dict(state["batches"])

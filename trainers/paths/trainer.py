@@ -177,6 +177,17 @@ class PathsTrainer(Trainer):
         metrics["val/best_loss"] = self.best["val_loss"]
         return metrics
 
+    @torch.no_grad()
+    def write_artifacts(self, folder: Path) -> list[Path]:
+        from trainers.figures import loss_along_t
+
+        t = torch.linspace(0, 1, 101, device=self.device, dtype=self.dtype)
+        x, y = self.data["val"]
+        loss = self._nll(self._outputs(t, x), y)
+        label = "validation cross-entropy" if self.classify else "validation NLL"
+        path = folder / "loss_along_t.png"
+        return [loss_along_t(t.cpu().numpy(), loss.cpu().numpy(), label, path)]
+
     def probe(self, name: str) -> torch.Tensor:
         if name == "control_points":
             return self.theta.detach().reshape(-1)
