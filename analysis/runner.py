@@ -16,7 +16,6 @@ import hashlib
 import inspect
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis.io import find_runs, find_sweep, load_trajectory, local_artifact, metric_histories
 from orchestrator import tracking
+from orchestrator.progress import Bar
 from orchestrator.registry import get_analysis_step
 
 
@@ -108,18 +108,17 @@ def analyze(
                 continue
             ref = task.remote(spec.step, _params(spec, data_dir), spec.input, uri, run.info.run_id)
             pending[ref] = (run, name, digest)
-    total, done = len(pending), 0
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        run, name, digest = pending.pop(ready[0])
-        metrics, tables, figures, error = ray.get(ready[0])
-        if error is None:
-            tracking.log_analysis(uri, run.info.run_id, name, metrics, tables, figures, digest)
-        outcomes.append(AnalysisOutcome(run.info.run_id, run.info.run_name, name, metrics, error))
-        done += 1
-        print(f"\ranalysis: {done}/{total} done", end="", file=sys.stderr, flush=True)
-    if total:
-        print(file=sys.stderr)
+    with Bar("analysis", len(pending)) as bar:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            run, name, digest = pending.pop(ready[0])
+            metrics, tables, figures, error = ray.get(ready[0])
+            if error is None:
+                tracking.log_analysis(uri, run.info.run_id, name, metrics, tables, figures, digest)
+            outcomes.append(
+                AnalysisOutcome(run.info.run_id, run.info.run_name, name, metrics, error)
+            )
+            bar.update()
     _summarise(uri, parent, experiment)
     return outcomes
 

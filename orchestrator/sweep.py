@@ -153,6 +153,7 @@ def _tuner(setup: SweepSetup, sweep_dir: Path, restore: bool):
     from ray import tune
 
     from orchestrator.callbacks import RunStatusCallback
+    from orchestrator.progress import SweepProgress
 
     spec = ExperimentSpec.model_validate(setup.spec)
     trainable = make_trainable(setup)
@@ -170,6 +171,7 @@ def _tuner(setup: SweepSetup, sweep_dir: Path, restore: bool):
                 f"{sweep_dir}: Tune cannot restore this sweep ({type(exc).__name__}: {exc})"
             ) from None
     multi = bool(spec.search.objectives)
+    trials = spec.num_trials() if setup.packs is None else len(setup.packs)
     param_space, samples = space.to_tune(spec.parsed_space()), spec.num_samples
     if setup.packs is not None:  # one trial per pack of grid points (repeats inside packs)
         param_space, samples = {"pack": tune.grid_search(list(range(len(setup.packs))))}, 1
@@ -194,8 +196,11 @@ def _tuner(setup: SweepSetup, sweep_dir: Path, restore: bool):
             storage_path=str(sweep_dir.parent),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[RunStatusCallback(setup.uri)],
-            verbose=1,
+            callbacks=[
+                RunStatusCallback(setup.uri),
+                SweepProgress(spec.metric, trials, spec.stop.iterations),
+            ],
+            verbose=0,  # SweepProgress shows the trials
         ),
     )
 

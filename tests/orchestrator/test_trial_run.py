@@ -106,3 +106,25 @@ def test_learning_curves_group_splits_of_a_metric_in_one_panel():
         {"train/loss": (steps, 1 / steps), "val/loss": (steps[::20], 1 / steps[::20])}, "t"
     )
     assert Image.open(io.BytesIO(png)).size == (460, 340)
+
+
+def test_sweep_progress_table_counts_trials_steps_and_eta(capsys):
+    from types import SimpleNamespace
+
+    from orchestrator.progress import Bar, SweepProgress, eta
+
+    progress = SweepProgress("val/acc", total_trials=4, steps_per_trial=100, live=False)
+    a, b = SimpleNamespace(trial_id="a"), SimpleNamespace(trial_id="b")
+    progress.on_trial_start(0, [], a)
+    progress.on_trial_result(0, [], a, {"step": 50, "val/acc": 0.5})
+    progress.on_trial_start(0, [], b)
+    progress.on_trial_complete(0, [], b)
+    table = progress.render()
+    assert "1 finished, 0 failed, 1 running, 2 pending of 4" in table
+    assert "steps 150/400" in table
+    assert capsys.readouterr().out.startswith("[1/4] ")  # not a terminal: one line per trial
+    assert eta(100, 400, 10.0) == "00:00:30" and eta(0, 400, 1.0) == "-"
+    with Bar("analysis", 3, live=False) as bar:
+        for _ in range(3):
+            bar.update()
+    assert capsys.readouterr().err.startswith("analysis: 3/3 done in ")

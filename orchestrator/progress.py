@@ -1,0 +1,147 @@
+"""Live progress of a sweep and of long loops, readable in a terminal and quiet in CI logs.
+
+In a terminal, :class:`SweepProgress` redraws a table every few seconds: each trial's status,
+step and latest value of the sweep's metric, with the sweep's done/running/pending counts and
+an ETA from the steps done so far. Not in a terminal (a CI log, a file), it prints one line
+per finished trial instead. :class:`Bar` is the same idea for counted work (analysis tasks,
+FID samples): redrawn in place in a terminal, one line at the end otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+from ray import tune
+
+REDRAW_S = 5.0
+MAX_ROWS = 20  # running trials first, then the most recent others
+
+
+def interactive() -> bool:
+    return sys.stderr.isatty()
+
+
+def eta(done: float, total: float, elapsed: float) -> str:
+    if done <= 0 or done >= total:
+        return "-"
+    seconds = elapsed * (total - done) / done
+    return time.strftime("%H:%M:%S", time.gmtime(seconds)) if seconds < 86400 else ">1 day"
+
+
+@dataclass
+class _Trial:
+    name: str
+    status: str = "PENDING"
+    step: int = 0
+    value: float | None = None
+
+
+class SweepProgress(tune.Callback):
+    """A Tune callback that shows the sweep's trials (see the module doc)."""
+
+    def __init__(self, metric: str, total_trials: int, steps_per_trial: int, live=None) -> None:
+        self.metric, self.total_trials, self.steps_per_trial = metric, total_trials, steps_per_trial
+        self.live = interactive() if live is None else live
+        self.setup()
+
+    def setup(self, *args, **kwargs) -> None:
+        """(Tune calls this when the experiment starts, a resumed one included.)"""
+        self.trials: dict[str, _Trial] = {}
+        self.started, self.shown = time.monotonic(), 0.0
+
+    def _trial(self, trial) -> _Trial:
+        return self.trials.setdefault(trial.trial_id, _Trial(str(trial)))
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._trial(trial).status = "RUNNING"
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        row = self._trial(trial)
+        row.status, row.step = "RUNNING", int(result.get("step", row.step))
+        if self.metric in result:
+            row.value = result[self.metric]
+        self._maybe_draw()
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._end(trial, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._end(trial, "FAILED")
+
+    def _end(self, trial, status: str) -> None:
+        row = self._trial(trial)
+        row.status = status
+        if status == "FINISHED":
+            row.step = max(row.step, self.steps_per_trial)
+        if not self.live:
+            ended = sum(t.status in ("FINISHED", "FAILED") for t in self.trials.values())
+            value = "" if row.value is None else f"  {self.metric} = {row.value:.4g}"
+            print(f"[{ended}/{self.total_trials}] {row.name} {status}{value}", flush=True)
+        self._maybe_draw(force=True)
+
+    def counts(self) -> dict[str, int]:
+        out = {"FINISHED": 0, "FAILED": 0, "RUNNING": 0}
+        for t in self.trials.values():
+            out[t.status] = out.get(t.status, 0) + 1
+        out["PENDING"] = self.total_trials - sum(out.values()) + out.get("PENDING", 0)
+        return out
+
+    def render(self) -> str:
+        """The table as text (also what a test reads)."""
+        elapsed = time.monotonic() - self.started
+        done = sum(min(t.step, self.steps_per_trial) for t in self.trials.values())
+        total = self.total_trials * self.steps_per_trial
+        c = self.counts()
+        lines = [
+            f"dynsweep: {c['FINISHED']} finished, {c['FAILED']} failed, {c['RUNNING']} running, "
+            f"{c['PENDING']} pending of {self.total_trials}  |  steps {done}/{total}  |  "
+            f"elapsed {time.strftime('%H:%M:%S', time.gmtime(elapsed))}  "
+            f"ETA {eta(done, total, elapsed)}",
+            f"  {'trial':<36} {'status':<9} {'step':>7}  {self.metric}",
+        ]
+        order = sorted(self.trials.values(), key=lambda t: (t.status != "RUNNING", t.name))
+        for t in order[:MAX_ROWS]:
+            value = "" if t.value is None else f"{t.value:.4g}"
+            lines.append(f"  {t.name[:36]:<36} {t.status:<9} {t.step:>7}  {value}")
+        return "\n".join(lines)
+
+    def _maybe_draw(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.live or (not force and now - self.shown < REDRAW_S):
+            return
+        self.shown = now
+        print(self.render(), file=sys.stderr, flush=True)
+
+
+class Bar:
+    """``with Bar("analysis", total) as bar: ... bar.update()`` (see the module doc)."""
+
+    def __init__(self, label: str, total: int, live: bool | None = None) -> None:
+        self.label, self.total, self.done = label, total, 0
+        self.live = interactive() if live is None else live
+        self.started = time.monotonic()
+
+    def __enter__(self) -> Bar:
+        return self
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self.live:
+            elapsed = time.monotonic() - self.started
+            width = 30
+            filled = int(width * self.done / max(self.total, 1))
+            print(
+                f"\r{self.label}: [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}"
+                f"  ETA {eta(self.done, self.total, elapsed)}",
+                end="", file=sys.stderr, flush=True,
+            )  # fmt: skip
+
+    def __exit__(self, *exc) -> None:
+        if self.total == 0:
+            return
+        seconds = time.monotonic() - self.started
+        end = "\n" if self.live else ""
+        print(f"{end}{self.label}: {self.done}/{self.total} done in {seconds:.1f} s",
+              file=sys.stderr, flush=True)  # fmt: skip
