@@ -24,6 +24,7 @@ from torch import nn
 
 from analysis.base import StepResult
 from dynsweep.errors import DataError
+from orchestrator.progress import Bar
 
 
 def cache_dir() -> Path:
@@ -214,10 +215,15 @@ class FID:
         )
         sizes = [self.batch_size] * (self.samples // self.batch_size)
         sizes += [self.samples % self.batch_size] if self.samples % self.batch_size else []
-        batches = (
-            trainer.sample(n, self.mode, seed=self.seed + i).images for i, n in enumerate(sizes)
-        )
-        feats = features(batches, self.samples, self.batch_size, extractor, resize)
+        with Bar("fid: sampling", self.samples) as bar:
+
+            def batches() -> Iterator[torch.Tensor]:
+                for i, n in enumerate(sizes):
+                    images = trainer.sample(n, self.mode, seed=self.seed + i).images
+                    bar.update(n)
+                    yield images
+
+            feats = features(batches(), self.samples, self.batch_size, extractor, resize)
         value = float(cleanfid.frechet_distance(*statistics(feats), *ref))
         return StepResult({"fid": value}, {"fid": {"extractor": [name], "samples": [self.samples]}})
 

@@ -51,4 +51,8 @@ def test_forward_map_grid_then_fid_and_elbo(ray_session, workdir):
     assert metrics["analysis/fid/fid"] > 0
     assert metrics["analysis/elbo/bits_per_dim"] > 0
     figures = {a.path for a in client.list_artifacts(heat.info.run_id, "figures")}
-    assert figures == {"figures/samples_random.png", "figures/samples_interpolate.png"}
+    assert figures == {
+        "figures/samples_random.png",
+        "figures/samples_interpolate.png",
+        "figures/learning_curves.png",
+    }
