@@ -75,6 +75,7 @@ class TrialContext:
     # The sweep's metric(s): Tune requires them in every report, so one that a trainer only
     # produces later (e.g. at the end) is reported as NaN until then.
     required: tuple[str, ...] = ()
+    curves: bool = True  # keep figures/learning_curves.png at the end (loop.learning_curves)
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         if self.run is not None:
@@ -124,7 +125,8 @@ class TrialContext:
         # horizon ends here (ASHA's max_t) stops the trial inside that report.
         if self.run is not None:
             self.keep_model(result.step, export)
-            self.keep_curves()
+            if self.curves:
+                self.keep_curves()
             self.end("FINISHED", tags={"dynsweep.stop_reason": result.stop_reason})
         self.report(result.step, result.metrics, checkpoint)
 
@@ -274,6 +276,7 @@ def resumable_state(setup: SweepSetup, trial_id: str, run: TrialRun) -> dict[str
 def train(trainer, ctx: TrialContext, spec: ExperimentSpec, resume, attempt: int) -> None:
     """Run the loop in ``ctx``; on failure end the run (rank 0) with the right status."""
     ctx.required = (spec.metric, *(spec.search.objectives or {}))
+    ctx.curves = spec.loop.learning_curves
     loop = spec.loop if ctx.parallel.chief else spec.loop.model_copy(update={"record": ()})
     try:
         fit(trainer, ctx, loop, spec.stop, resume=resume, attempt=attempt)

@@ -18,6 +18,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from orchestrator import cli
+from orchestrator.tracking import STEP_TAG as STEP
 
 BASE: dict[str, Any] = {
     "name": "t",
@@ -116,3 +117,27 @@ def tracking_server(folder: Path):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def start_driver(folder: Path, cfg: Path, address: str) -> subprocess.Popen:
+    """``dynsweep sweep CFG`` as its own process (to be interrupted or killed), joined to the
+    tests' Ray instance; waits until the sweep has its MLflow store and manifest."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "sweep", str(cfg), "--address", address],
+        cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    wait_for(lambda: list(folder.glob("dynsweep_runs/*/dynsweep_sweep.json")), 60, "sweep")
+    return proc
+
+
+def wait_for_progress(client: MlflowClient, finished: int, step: int, timeout: float = 180):
+    """Wait until ``finished`` trials are FINISHED and a running one has stored step ``step``."""
+
+    def reached():
+        _, children = sweep_runs(client)
+        done = [c for c in children if c.info.status == "FINISHED"]
+        running = [c for c in children if c.info.status == "RUNNING"]
+        logged = int(running[0].data.tags.get(STEP, "-1")) if running else -1
+        return len(done) == finished and logged >= step
+
+    wait_for(reached, timeout, f"{finished} finished trials and a running one at step {step}")

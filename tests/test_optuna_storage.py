@@ -7,7 +7,15 @@ import pytest
 
 from dynsweep.errors import ConfigError
 from orchestrator.spec import load_spec
-from tests.helpers import BASE, run_cli, store, sweep_runs, write_config
+from tests.helpers import (
+    BASE,
+    run_cli,
+    start_driver,
+    store,
+    sweep_runs,
+    wait_for_progress,
+    write_config,
+)
 
 
 def test_a_stored_study_keeps_its_trials_across_sweeps(ray_session, workdir, capsys):
@@ -46,10 +54,6 @@ def test_bad_study_storage_is_named(search, match):
 
 def test_an_interrupted_optuna_sweep_resumes_the_same_study(workdir, ray_session):
     import signal
-    import subprocess
-    import sys
-
-    from tests.test_resume import wait_for
 
     storage = f"sqlite:///{workdir / 'optuna.db'}"
     cfg = write_config(
@@ -62,22 +66,10 @@ def test_an_interrupted_optuna_sweep_resumes_the_same_study(workdir, ray_session
         loop={"report_every": 10, "checkpoint_every": 50, "eval_every": 100},
     )
     address = ray_session.get_runtime_context().gcs_address
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "sweep", str(cfg), "--address", address],
-        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    proc = start_driver(workdir, cfg, address)
+    client = store(workdir)
     try:
-        wait_for(lambda: list(workdir.glob("dynsweep_runs/*/dynsweep_sweep.json")), 60, "sweep")
-        client = store(workdir)
-
-        def one_done_and_second_checkpointed():
-            _, children = sweep_runs(client)
-            done = [c for c in children if c.info.status == "FINISHED"]
-            running = [c for c in children if c.info.status == "RUNNING"]
-            step = int(running[0].data.tags.get("dynsweep.logged_step", "-1")) if running else -1
-            return len(done) == 1 and step >= 60
-
-        wait_for(one_done_and_second_checkpointed, 120, "one finished trial")
+        wait_for_progress(client, finished=1, step=60, timeout=120)
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=120)
     finally:

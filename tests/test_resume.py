@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from analysis.io import load_trajectory
-from tests.helpers import history, run_cli, store, sweep_runs, wait_for, write_config
+from tests.helpers import (
+    history,
+    run_cli,
+    start_driver,
+    store,
+    sweep_runs,
+    wait_for_progress,
+    write_config,
+)
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -25,29 +31,10 @@ def test_resume_runs_only_what_was_unfinished(workdir, ray_session):
         loop={"checkpoint_every": 50, "record": [{"probe": "weights"}]},
     )
     address = ray_session.get_runtime_context().gcs_address
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "sweep", str(cfg), "--address", address],
-        cwd=workdir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_driver(workdir, cfg, address)
+    client = store(workdir)
     try:
-        # The manifest is written once the sweep has created its MLflow store and parent run.
-        wait_for(lambda: list(workdir.glob("dynsweep_runs/*/dynsweep_sweep.json")), 60, "sweep")
-        client = store(workdir)
-
-        def two_done_and_third_checkpointed():
-            _, children = sweep_runs(client)
-            done = [c for c in children if c.info.status == "FINISHED"]
-            running = [c for c in children if c.info.status == "RUNNING"]
-            return (
-                len(done) == 2
-                and running
-                and int(running[0].data.tags.get("dynsweep.logged_step", "-1")) >= 100
-            )
-
-        wait_for(two_done_and_third_checkpointed, 120, "two finished trials")
+        wait_for_progress(client, finished=2, step=100, timeout=120)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
     finally:

@@ -54,6 +54,9 @@ class LoopConfig(BaseModel):
     chunk_steps: int = Field(64, ge=1)
     compression: Literal["none", "lz4", "zstd"] = "none"
     record_budget_gb: float = Field(20.0, gt=0)  # refuse sweeps that would record more
+    # figures/learning_curves.png per trial (drawn from the stored histories at its end,
+    # ~0.4 s a trial on a slow CPU: turn off for sweeps of very many tiny trials)
+    learning_curves: bool = True
 
     @model_validator(mode="after")
     def _unique_names(self) -> LoopConfig:

@@ -7,8 +7,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,17 @@ import yaml
 
 from analysis.io import load_trajectory
 from orchestrator.checkpoints import on_disk
-from tests.helpers import history, merge, run_cli, store, sweep_runs, wait_for, write_config
+from tests.helpers import (
+    history,
+    merge,
+    run_cli,
+    start_driver,
+    store,
+    sweep_runs,
+    wait_for,
+    wait_for_progress,
+    write_config,
+)
 from tests.test_distributed import diffusion_sweep
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -34,17 +42,6 @@ def slow_sweep(workdir, **extra):
         loop={"checkpoint_every": CHECKPOINT_EVERY, "record": [{"probe": "weights"}]},
     )
     return write_config(workdir, **merge(fields, extra))
-
-
-def start_driver(workdir, cfg, address):
-    """``dynsweep sweep`` as its own process, joined to the tests' Ray instance."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "sweep", str(cfg), "--address", address],
-        cwd=workdir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 def progress(workdir) -> dict:
@@ -119,21 +116,9 @@ def test_sigkilled_driver_is_finished_by_resume_past_a_truncated_checkpoint(work
         max_concurrent_trials=1,
     )
     proc = start_driver(workdir, cfg, ray_session.get_runtime_context().gcs_address)
+    client = store(workdir)
     try:
-        wait_for(lambda: list(workdir.glob("dynsweep_runs/*/dynsweep_sweep.json")), 60, "sweep")
-        client = store(workdir)
-
-        def two_done_and_third_past_a_checkpoint():
-            _, children = sweep_runs(client)
-            done = [c for c in children if c.info.status == "FINISHED"]
-            running = [c for c in children if c.info.status == "RUNNING"]
-            return (
-                len(done) == 2
-                and running
-                and int(running[0].data.tags.get("dynsweep.logged_step", "-1")) > 50
-            )
-
-        wait_for(two_done_and_third_past_a_checkpoint, 180, "two finished trials")
+        wait_for_progress(client, finished=2, step=51)
         victim = progress(workdir)["pid"]
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
