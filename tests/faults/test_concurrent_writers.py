@@ -43,18 +43,18 @@ def test_eight_concurrent_trials_lose_no_metric_point(workdir, capfd, where):
     cfg = eight_at_once(workdir)
     if where == "sqlite":
         assert run_cli("sweep", str(cfg)) == 0
-        client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+        check_store(MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}"), where)
     else:
-        with tracking_server(workdir) as uri:
+        with tracking_server(workdir) as uri:  # every query while the server is up
             assert run_cli("sweep", str(cfg), "--tracking-uri", uri) == 0
-            client = MlflowClient(uri)
-            _, children = sweep_runs(client)
-            points = count_points(client, children)
-    _, children = sweep_runs(client)
-    assert len(children) == TRIALS and {c.info.status for c in children} == {"FINISHED"}
-    if where == "sqlite":
-        points = count_points(client, children)
-    assert points == TRIALS * 2 * (STEPS + len(range(0, STEPS + 1, EVAL_EVERY)))
-    print(f"{where}: {points} metric points from {TRIALS} concurrent trials, all stored once")
+            check_store(MlflowClient(uri), where)
     out = capfd.readouterr()
     assert "locked" not in (out.out + out.err).lower()
+
+
+def check_store(client: MlflowClient, where: str) -> None:
+    _, children = sweep_runs(client)
+    assert len(children) == TRIALS and {c.info.status for c in children} == {"FINISHED"}
+    points = count_points(client, children)
+    assert points == TRIALS * 2 * (STEPS + len(range(0, STEPS + 1, EVAL_EVERY)))
+    print(f"{where}: {points} metric points from {TRIALS} concurrent trials, all stored once")
