@@ -206,8 +206,9 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
         params=flat,
         tags={**setup.tags, "dynsweep.seed": str(seed)},
     )
-    state = resumable_state(setup, trial_id, run)
+    state = None
     if run.final is not None:  # the run had finished (see TrialRun.continue_run)
+        state = resumable_state(setup, trial_id, run)
         if state is None or state.get("trial_id") == trial_id:
             report_finished(run)  # ...before the driver died: nothing more to train
             return
@@ -233,6 +234,8 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
         run_distributed(setup, spec, header, run)
         return
 
+    # (read here, not earlier: a distributed trial's workers read their own checkpoints)
+    state = state or resumable_state(setup, trial_id, run)
     resume, attempt = None, 0
     if state is not None:
         resume = state["loop"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from mlflow.tracking import MlflowClient
 
-from orchestrator.tracking.secrets import credential_values, redact_obj
+from orchestrator.tracking.secrets import credential_values, redact_values
 from orchestrator.tracking.sender import MetricSender
 from orchestrator.tracking.store import ERROR_TAG, TRIAL_TAG, _retry, set_tags
 from orchestrator.tracking.trial_run import TrialRun
@@ -128,10 +128,10 @@ def _create(store, experiment_id, parent_id, pack_id, members) -> dict[str, tupl
             source_version="",
             lifecycle_stage="active",
         )
-        tags = redact_obj({k: str(v) for k, v in tags_of(m).items()}, secrets)
-        params = redact_obj({k: str(v) for k, v in m.params.items()}, secrets)
-        run.tags = [SqlTag(key=k, value=v[:5000]) for k, v in tags.items()]
-        run.params = [SqlParam(key=k, value=v[:6000]) for k, v in params.items()]
+        tags = redact_values(tags_of(m), 5000, secrets)
+        run.tags = [SqlTag(key=k, value=v) for k, v in tags.items()]
+        params = redact_values(m.params, 6000, secrets)
+        run.params = [SqlParam(key=k, value=v) for k, v in params.items()]
         rows.append(run)
         out[m.trial_id] = (run_id, artifact_uri)
 
@@ -166,8 +166,8 @@ def end_members(uri: str, ends: dict[str, tuple[str, str | None, dict[str, str]]
                 status, error, tags = ends[run.run_uuid]
                 run.status, run.end_time = status, now
                 extra = {ERROR_TAG: error, "mlflow.note.content": error} if error else {}
-                safe = redact_obj({k: str(v) for k, v in {**tags, **extra}.items()}, secrets)
+                safe = redact_values({**tags, **extra}, 5000, secrets)
                 for key, value in safe.items():
-                    session.merge(SqlTag(key=key, value=value[:5000], run_uuid=run.run_uuid))
+                    session.merge(SqlTag(key=key, value=value, run_uuid=run.run_uuid))
 
     _retry(write)

@@ -64,3 +64,10 @@ def redact_obj(obj: Any, secrets: list[str] | None = None) -> Any:
     if isinstance(obj, list | tuple):
         return [redact_obj(v, secrets) for v in obj]
     return obj
+
+
+def redact_values(mapping: dict[str, Any], limit: int, secrets: list[str] | None = None) -> dict:
+    """``{key: str(value)}`` masked and cut to ``limit`` characters (MLflow's param and tag
+    value limits), as every param and tag dynsweep writes."""
+    secrets = credential_values() if secrets is None else secrets
+    return {k: redact(str(v), secrets)[:limit] for k, v in mapping.items()}

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from dynsweep import __version__
 from dynsweep.errors import ConfigError
-from orchestrator.tracking.secrets import redact_obj
+from orchestrator.tracking.secrets import redact_obj, redact_values
 
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
 TRIAL_TAG, STEP_TAG, ERROR_TAG = "dynsweep.trial_id", "dynsweep.logged_step", "dynsweep.error"
@@ -123,15 +123,13 @@ def _chunks(items: list, size: int) -> Iterable[list]:
 
 
 def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
-    safe = redact_obj({k: str(v) for k, v in params.items()})
-    items = [Param(k, v[:6000]) for k, v in safe.items()]
+    items = [Param(k, v) for k, v in redact_values(params, 6000).items()]
     for chunk in _chunks(items, MAX_PARAMS):
         _retry(lambda c=chunk: client.log_batch(run_id, params=c))
 
 
 def set_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
-    safe = redact_obj({k: str(v) for k, v in tags.items()})
-    items = [RunTag(k, v[:5000]) for k, v in safe.items()]
+    items = [RunTag(k, v) for k, v in redact_values(tags, 5000).items()]
     for chunk in _chunks(items, MAX_TAGS):
         _retry(lambda c=chunk: client.log_batch(run_id, tags=c))
 
@@ -199,9 +197,8 @@ def log_summary(uri: str, run_id: str, metrics: dict[str, float], table: dict[st
     items = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
     for chunk in _chunks(items, MAX_METRICS):
         _retry(lambda c=chunk: client.log_batch(run_id, metrics=c))
-    client.log_dict(
-        run_id, redact_obj(table), "trials.json"
-    )  # replaces the table of an earlier attempt
+    # (replaces the table of an earlier attempt)
+    client.log_dict(run_id, redact_obj(table), "trials.json")
 
 
 def analysis_tag(step: str) -> str:
