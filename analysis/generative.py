@@ -19,12 +19,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from cleanfid import fid as cleanfid
 from torch import nn
 
 from analysis.base import StepResult
 from dynsweep.errors import DataError
-from orchestrator.progress import Bar
+from dynsweep.progress import Bar
 
 
 def cache_dir() -> Path:
@@ -124,6 +123,7 @@ def features(
     batches: Iterator[torch.Tensor], n: int, batch_size: int, extractor, resize
 ) -> np.ndarray:
     """Features of ``n`` images (N×C×H×W in [0, 1]) through clean-fid's pipeline."""
+    from cleanfid import fid as cleanfid
 
     padded = _rebatch(batches, batch_size)
 
@@ -148,12 +148,19 @@ def statistics(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return feats.mean(0), np.cov(feats, rowvar=False)
 
 
+def frechet(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> float:
+    """clean-fid's Fréchet distance between two (mean, covariance) pairs."""
+    from cleanfid import fid as cleanfid
+
+    return float(cleanfid.frechet_distance(*a, *b))
+
+
 def fid_between(a: torch.Tensor, b: torch.Tensor, extractor, resize, batch_size=250) -> float:
     """FID between two image sets (N×C×H×W in [0, 1])."""
 
     fa = features(iter(a.split(batch_size)), len(a), batch_size, extractor, resize)
     fb = features(iter(b.split(batch_size)), len(b), batch_size, extractor, resize)
-    return float(cleanfid.frechet_distance(*statistics(fa), *statistics(fb)))
+    return frechet(statistics(fa), statistics(fb))
 
 
 def reference_statistics(
@@ -224,7 +231,7 @@ class FID:
                     yield images
 
             feats = features(batches(), self.samples, self.batch_size, extractor, resize)
-        value = float(cleanfid.frechet_distance(*statistics(feats), *ref))
+        value = frechet(statistics(feats), ref)
         return StepResult({"fid": value}, {"fid": {"extractor": [name], "samples": [self.samples]}})
 
 

@@ -11,12 +11,13 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from dynsweep.errors import DataError, UserError
+from tracking import tags as tag
 from trainers.trajectory import Trajectory, read_trajectory
 
 
 def default_uri() -> str:
     """``MLFLOW_TRACKING_URI`` if set, else the embedded store ``./mlflow.db``."""
-    from orchestrator.tracking import resolve_uri
+    from tracking import resolve_uri
 
     return resolve_uri(os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
 
@@ -35,7 +36,7 @@ def _experiment_id(client: MlflowClient, experiment: str) -> str:
 def _sweeps(client: MlflowClient, experiment_id: str) -> list[Run]:
     return client.search_runs(
         [experiment_id],
-        filter_string="tags.`dynsweep.role` = 'sweep'",
+        filter_string=f"tags.`{tag.ROLE}` = 'sweep'",
         order_by=["attributes.start_time DESC"],
         max_results=10_000,
     )

@@ -3,7 +3,7 @@
 Each task reads its input back from MLflow — one metric history, several aligned on their
 common steps, a recorded trajectory (steps with ``input_kind = "trajectory"``) or the run's
 final model (``input_kind = "model"``) — and fits one step. The driver writes each result to
-its run through :mod:`orchestrator.tracking` (the one MLflow writer): ``analysis/<name>/<metric>``
+its run through :mod:`tracking` (the one MLflow writer): ``analysis/<name>/<metric>``
 metrics, a JSON artifact per table, PNG figures, and a tag holding the hash of the step's
 configuration, so that re-running skips what exists (unless ``force``). At the end the parent
 run gets the sweep's table (one row per trial: its swept hyperparameters and every analysis
@@ -24,10 +24,10 @@ import ray
 import torch
 from mlflow.tracking import MlflowClient
 
+import tracking
 from analysis.io import find_runs, find_sweep, load_trajectory, local_artifact, metric_histories
-from orchestrator import tracking
-from orchestrator.progress import Bar
-from orchestrator.registry import get_analysis_step
+from analysis.registry import get_analysis_step
+from dynsweep.progress import Bar
 
 
 @dataclass

@@ -116,7 +116,7 @@ class WarmTimedContext(MlflowContext):
 
 
 def through_dynsweep(cfg, steps: int, warmup: int, device: torch.device, store: Path) -> float:
-    from orchestrator import tracking
+    import tracking
 
     uri = f"sqlite:///{store / 'mlflow.db'}"
     exp = tracking.ensure_experiment(uri, "bench")

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+import tracking
 from benchmarks.common import Timer, machine, plain_loop
-from orchestrator import tracking
 
 
 def new_run(uri: str, name: str) -> tracking.TrialRun:

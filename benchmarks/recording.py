@@ -94,7 +94,7 @@ def through_fit(steps: int, store: Path | None, spec: RecordSpec = ALL) -> float
         if store is None:
             ctx = TimedContext(Path(tmp))
         else:
-            from orchestrator import tracking
+            import tracking
 
             uri = f"sqlite:///{store / 'mlflow.db'}"
             exp = tracking.ensure_experiment(uri, "bench")

@@ -10,7 +10,8 @@ from __future__ import annotations
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from orchestrator import tracking
+import tracking
+from tracking import tags as tag
 
 
 class RunStatusCallback(tune.Callback):
@@ -39,7 +40,7 @@ class RunStatusCallback(tune.Callback):
 
         if INTERRUPTED.is_set():  # Tune ends running trials when interrupted: they go on later
             return
-        self._end_if_running(trial, "FINISHED", tags={"dynsweep.stop_reason": "scheduler"})
+        self._end_if_running(trial, "FINISHED", tags={tag.STOP_REASON: "scheduler"})
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         reason = f"trial process failed: {trial.error_file or 'no error file'}"

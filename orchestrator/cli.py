@@ -157,22 +157,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _uri(arg: str | None) -> str:
-    from orchestrator.tracking import resolve_uri
+    from tracking import resolve_uri
 
     return resolve_uri(arg or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI)
 
 
 def _finish_sweep(outcome, run_analysis: bool = True) -> int:
     from analysis.runner import analyze
-    from orchestrator.spec import ExperimentSpec
     from orchestrator.summary import sweep_summary
     from orchestrator.sweep import finish
-    from orchestrator.tracking.secrets import redact
+    from tracking.secrets import redact
 
     print(redact(sweep_summary(outcome)))
     if outcome.status != "FINISHED":
         return 130
-    spec = ExperimentSpec.model_validate(outcome.setup.spec)
+    spec = outcome.setup.spec
     if spec.analysis and run_analysis:
         _print_analysis(
             analyze(
@@ -321,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         if args.debug:
             raise
-        from orchestrator.tracking.secrets import redact
+        from tracking.secrets import redact
 
         print(f"dynsweep {args.command}: error: {redact(str(exc))}", file=sys.stderr)
         return 2

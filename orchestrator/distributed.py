@@ -21,9 +21,8 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from dynsweep.errors import TrialFailure
 from orchestrator.checkpoints import load_state, state_file
-from orchestrator.spec import ExperimentSpec
-from orchestrator.tracking import TrialRun
-from orchestrator.trial import SweepSetup, TrialContext, train
+from orchestrator.context import SweepSetup, TrialContext, train
+from tracking import TrialRun
 from trainers import get_trainer_class
 from trainers.distributed import Parallel
 
@@ -39,7 +38,7 @@ class WorkerContext(TrialContext):
 def train_worker(job: dict[str, Any]) -> None:
     """The per-worker function of the ``TorchTrainer``."""
     setup: SweepSetup = job["setup"]
-    spec = ExperimentSpec.model_validate(setup.spec)
+    spec = setup.spec
     header = job["header"]
     trainer_cls = get_trainer_class(spec.trainer)
     config = trainer_cls.Config.model_validate(header["config"])
@@ -74,10 +73,9 @@ def train_worker(job: dict[str, Any]) -> None:
     train(trainer_cls(config), ctx, spec, resume, attempt)
 
 
-def run_distributed(
-    setup: SweepSetup, spec: ExperimentSpec, header: dict[str, Any], run: TrialRun
-) -> None:
+def run_distributed(setup: SweepSetup, header: dict[str, Any], run: TrialRun) -> None:
     """Train one trial on ``resources.workers`` Ray Train workers and wait for it."""
+    spec = setup.spec
     res = spec.resources
     trial_dir = Path(tune.get_context().get_trial_dir())
     trainer = ray.train.torch.TorchTrainer(

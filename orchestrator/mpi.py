@@ -23,10 +23,12 @@ from typing import Any
 
 import torch
 
+import tracking
 from dynsweep.errors import ConfigError
-from orchestrator import space, tracking
+from orchestrator import space
+from orchestrator.context import TrialContext, TrialPoint, open_runs, train
 from orchestrator.spec import ExperimentSpec, load_spec
-from orchestrator.trial import TrialContext, train
+from tracking import tags as tag
 from trainers import get_trainer_class
 from trainers.distributed import Parallel
 
@@ -98,26 +100,18 @@ def train_mpi(config_path: str, overrides: list[str], tracking_uri: str | None =
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = Path(spec.storage).resolve() / f"{spec.name}-mpi-{stamp}"
     run, parent, header = None, None, None
-    resolved = trainer_config.model_dump(mode="json")
     if rank == 0:
         from orchestrator.sweep import prepare_data
 
         prepare_data(spec)
         experiment = tracking.ensure_experiment(uri, spec.experiment_name())
-        tags = {"dynsweep.git_sha": tracking.git_sha(), "dynsweep.launcher": f"mpi x{size}"}
+        tags = {tag.GIT_SHA: tracking.git_sha(), tag.LAUNCHER: f"mpi x{size}"}
         parent = tracking.start_sweep_run(uri, experiment, folder.name, spec.resolved(), tags)
-        flat = {**tracking.flatten(resolved, "config"), "seed": str(seed), "trainer": spec.trainer}
-        run = tracking.TrialRun.open(
-            uri, experiment, parent, f"{folder.name}-0", "mpi", flat, {"dynsweep.seed": str(seed)}
+        point = TrialPoint(
+            f"{folder.name}-0", "mpi", spec.trainer, trainer_config.model_dump(mode="json"), seed
         )
-        run.log_dict({"trainer": spec.trainer, "config": resolved, "seed": seed}, "config.json")
-        header = {
-            "trial_id": f"{folder.name}-0",
-            "run_id": run.run_id,
-            "trainer": spec.trainer,
-            "config": resolved,
-            "seed": seed,
-        }
+        (run,) = open_runs(uri, experiment, parent, [point], {})
+        header = point.header(run.run_id)
     header = comm.bcast(header, root=0)
     res = spec.resources
     parallel = Parallel(size, rank, res.strategy, res.zero_stage, res.precision)

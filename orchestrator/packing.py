@@ -20,18 +20,21 @@ import torch
 from ray import tune
 
 from orchestrator import space
-from orchestrator.spec import ExperimentSpec
-from orchestrator.tracking import flatten
-from orchestrator.tracking.members import MemberSpec, end_members, open_members
-from orchestrator.tracking.sender import MetricSender
-from orchestrator.trial import (
+from orchestrator.context import (
+    SweepSetup,
     TrialContext,
+    TrialPoint,
+    open_runs,
     report_finished,
     resumable_state,
     run_name,
     train,
     trial_device,
 )
+from orchestrator.spec import ExperimentSpec
+from tracking import tags as tag
+from tracking.members import end_members
+from tracking.sender import MetricSender
 from trainers import get_trainer_class
 from trainers.base import FitResult
 from trainers.packing import pack_key, packed_class
@@ -72,8 +75,9 @@ def make_packs(spec: ExperimentSpec, slots: int) -> list[list[Point]]:
 
 @dataclass
 class PackContext:
-    """The Context of a packed trial: members log into their own runs (``members``, one
-    :class:`orchestrator.trial.TrialContext` each); the pack reports to Tune and checkpoints."""
+    """The Context of a packed trial: members log and record into their own runs (``members``,
+    one :class:`orchestrator.context.TrialContext` each); the pack reports to Tune and
+    checkpoints."""
 
     member_contexts: list[TrialContext]
     sender: MetricSender
@@ -99,15 +103,8 @@ class PackContext:
         return self.member_contexts[0].parallel
 
     @property
-    def trajectory_dir(self) -> Path:
-        return self.workdir / "trajectories"  # unused: members record into their own runs
-
-    @property
     def live(self) -> list[TrialContext]:
         return [m for m in self.member_contexts if not m.closed]
-
-    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        raise RuntimeError("a packed trial logs through its members")
 
     def report(self, step: int, metrics: dict[str, float], checkpoint: dict | None) -> None:
         self.latest.update(metrics)
@@ -133,7 +130,7 @@ class PackContext:
                 member.keep_model(result.step, state)
                 # No learning-curve figure per member: drawing ~0.4 s each would undo what
                 # packing saves (256 points: ~100 s); the MLflow UI charts them.
-        self._end_all("FINISHED", None, {"dynsweep.stop_reason": result.stop_reason})
+        self._end_all("FINISHED", None, {tag.STOP_REASON: result.stop_reason})
         self.sender.close()
         self.closed = True
         self.report(result.step, result.metrics, checkpoint)
@@ -152,12 +149,9 @@ class PackContext:
         for member in self.live:
             member.log_file(path, artifact_path)
 
-    def on_trajectory_file(self, name: str, path: Path) -> None:
-        raise RuntimeError("a packed trial records through its members")
-
     def end(self, status: str, error: str | None = None, fatal: bool = False) -> None:
         try:
-            self._end_all(status, error, {"dynsweep.fatal": error} if fatal and error else {})
+            self._end_all(status, error, {tag.FATAL: error} if fatal and error else {})
         finally:
             self.sender.close()
 
@@ -165,44 +159,47 @@ class PackContext:
         self.sender.flush()
 
 
-def run_pack_trial(setup, spec: ExperimentSpec, points: list[Point]) -> None:
+def run_pack_trial(setup: SweepSetup, points: list[Point]) -> None:
     """The Tune function's work for a packed trial: one run per point, one packed model."""
+    spec = setup.spec
     cls = get_trainer_class(spec.trainer)
     configs = [cls.Config.model_validate(p["config"]) for p in points]
-    seeds = [int(p["seed"]) for p in points]
     trial_id = tune.get_context().get_trial_id()
-    device = trial_device(spec)
-    workdir = Path(tempfile.mkdtemp(prefix=f"dynsweep-{trial_id}-"))
-    sender = MetricSender(setup.uri)
-    specs, headers = [], []
-    for i, (point, config, seed) in enumerate(zip(points, configs, seeds)):
+    members = []
+    for i, (point, config) in enumerate(zip(points, configs)):
         member_id = f"{trial_id}-{i:03d}"
-        resolved = config.model_dump(mode="json")
-        flat = {**flatten(resolved, "config"), "seed": str(seed), "trainer": spec.trainer}
-        tags = {**setup.tags, "dynsweep.seed": str(seed)}
-        specs.append(MemberSpec(member_id, run_name(spec, point, member_id), flat, tags))
-        headers.append(
-            {"trial_id": member_id, "trainer": spec.trainer, "config": resolved, "seed": seed}
+        members.append(
+            TrialPoint(
+                member_id,
+                run_name(spec, point, member_id),
+                spec.trainer,
+                config.model_dump(mode="json"),
+                int(point["seed"]),
+            )
         )
-    runs = open_members(
-        setup.uri, setup.experiment_id, setup.parent_run_id, trial_id, specs, sender
-    )
+    sender = MetricSender(setup.uri)
+    runs = open_runs(
+        setup.uri, setup.experiment_id, setup.parent_run_id, members, setup.tags,
+        pack_id=trial_id, sender=sender,
+    )  # fmt: skip
     if all(run.final is not None for run in runs):  # finished before the driver died
         report_finished(*runs)
         sender.close()
         return
-    members = []
-    for i, (run, header) in enumerate(zip(runs, headers)):
-        header["run_id"] = run.run_id
-        if run.attempt == 0:
-            run.log_dict({k: header[k] for k in ("trainer", "config", "seed")}, "config.json")
-        members.append(
-            TrialContext(
-                run, header["seed"], workdir / f"member{i}", Path(setup.data_dir), header, device
-            )
-        )
-    header = {"trial_id": trial_id, "trainer": spec.trainer, "members": [m.header for m in members]}
-    ctx = PackContext(members, sender, setup.uri, workdir, Path(setup.data_dir), header, device)
+    device = trial_device(spec)
+    workdir = Path(tempfile.mkdtemp(prefix=f"dynsweep-{trial_id}-"))
+    data_dir = Path(setup.data_dir)
+    contexts = [
+        TrialContext(run, m.seed, workdir / f"member{i}", data_dir, m.header(run.run_id), device)
+        for i, (run, m) in enumerate(zip(runs, members))
+    ]
+    header = {
+        "trial_id": trial_id,
+        "trainer": spec.trainer,
+        "members": [c.header for c in contexts],
+    }
+    ctx = PackContext(contexts, sender, setup.uri, workdir, data_dir, header, device)
     state = resumable_state(setup, trial_id, runs[0])
     resume = state["loop"] if state is not None else None
-    train(packed_class(cls)(configs, seeds), ctx, spec, resume, members[0].run.attempt)
+    seeds = [m.seed for m in members]
+    train(packed_class(cls)(configs, seeds), ctx, spec, resume, runs[0].attempt)

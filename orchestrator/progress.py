@@ -3,8 +3,8 @@
 In a terminal, :class:`SweepProgress` redraws a table every few seconds: each trial's status,
 step and latest value of the sweep's metric, with the sweep's done/running/pending counts and
 an ETA from the steps done so far. Not in a terminal (a CI log, a file), it prints one line
-per finished trial instead. :class:`Bar` is the same idea for counted work (analysis tasks,
-FID samples): redrawn in place in a terminal, one line at the end otherwise.
+per finished trial instead. (:class:`dynsweep.progress.Bar` is the same idea for counted work,
+without Ray.)
 """
 
 from __future__ import annotations
@@ -15,19 +15,10 @@ from dataclasses import dataclass
 
 from ray import tune
 
+from dynsweep.progress import eta, interactive
+
 REDRAW_S = 5.0
 MAX_ROWS = 20  # running trials first, then the most recent others
-
-
-def interactive() -> bool:
-    return sys.stderr.isatty()
-
-
-def eta(done: float, total: float, elapsed: float) -> str:
-    if done <= 0 or done >= total:
-        return "-"
-    seconds = elapsed * (total - done) / done
-    return time.strftime("%H:%M:%S", time.gmtime(seconds)) if seconds < 86400 else ">1 day"
 
 
 @dataclass
@@ -113,35 +104,3 @@ class SweepProgress(tune.Callback):
             return
         self.shown = now
         print(self.render(), file=sys.stderr, flush=True)
-
-
-class Bar:
-    """``with Bar("analysis", total) as bar: ... bar.update()`` (see the module doc)."""
-
-    def __init__(self, label: str, total: int, live: bool | None = None) -> None:
-        self.label, self.total, self.done = label, total, 0
-        self.live = interactive() if live is None else live
-        self.started = time.monotonic()
-
-    def __enter__(self) -> Bar:
-        return self
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        if self.live:
-            elapsed = time.monotonic() - self.started
-            width = 30
-            filled = int(width * self.done / max(self.total, 1))
-            print(
-                f"\r{self.label}: [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}"
-                f"  ETA {eta(self.done, self.total, elapsed)}",
-                end="", file=sys.stderr, flush=True,
-            )  # fmt: skip
-
-    def __exit__(self, *exc) -> None:
-        if self.total == 0:
-            return
-        seconds = time.monotonic() - self.started
-        end = "\n" if self.live else ""
-        print(f"{end}{self.label}: {self.done}/{self.total} done in {seconds:.1f} s",
-              file=sys.stderr, flush=True)  # fmt: skip

@@ -1,12 +1,11 @@
 """Registries: stable names → factories, imported lazily (nothing heavy at config-read time).
 
 ``SEARCHERS`` and ``SCHEDULERS`` build Ray Tune search algorithms and trial schedulers from an
-:class:`~orchestrator.spec.ExperimentSpec`; ``ANALYSIS_STEPS`` names analysis step classes.
+:class:`~orchestrator.spec.ExperimentSpec`. (Analysis steps: :mod:`analysis.registry`.)
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import space
@@ -104,19 +103,6 @@ SCHEDULERS = {
     "pbt": _pbt,
 }
 
-ANALYSIS_STEPS: dict[str, str] = {
-    "edm": "analysis.edm:EmbedDimension",
-    "smap": "analysis.edm:SMapNonlinearity",
-    "simplex": "analysis.edm:SimplexSkill",
-    "ccm": "analysis.edm:CrossMapping",
-    "sindy": "analysis.sindy:SINDy",
-    "pdefind": "analysis.sindy:PDEFind",
-    "weight_pca": "analysis.spectra:WeightPCA",
-    "koopman_spectrum": "analysis.spectra:KoopmanSpectrum",
-    "fid": "analysis.generative:FID",
-    "elbo": "analysis.generative:ELBO",
-}
-
 
 def make_searcher(spec: ExperimentSpec) -> Any:
     return SEARCHERS[spec.search.algorithm](spec)
@@ -124,8 +110,3 @@ def make_searcher(spec: ExperimentSpec) -> Any:
 
 def make_scheduler(spec: ExperimentSpec) -> Any:
     return SCHEDULERS[spec.scheduler.name](spec)
-
-
-def get_analysis_step(name: str) -> type:
-    module, attr = ANALYSIS_STEPS[name].split(":")
-    return getattr(importlib.import_module(module), attr)

@@ -23,9 +23,10 @@ from pydantic import (
     model_validator,
 )
 
+from analysis.registry import ANALYSIS_STEPS
 from dynsweep.errors import ConfigError
 from orchestrator import budget, space
-from orchestrator.registry import ANALYSIS_STEPS, SCHEDULERS, SEARCHERS
+from orchestrator.registry import SCHEDULERS, SEARCHERS
 from trainers import TRAINERS, get_trainer_class
 from trainers.loop import LoopConfig, StopRule
 
@@ -128,7 +129,7 @@ class AnalysisStepSpec(_Section):
     def _fits_the_step(self) -> AnalysisStepSpec:
         import inspect
 
-        from orchestrator.registry import get_analysis_step
+        from analysis.registry import get_analysis_step
 
         cls = get_analysis_step(self.step)
         count = 1 if isinstance(self.input, str) else len(self.input)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from mlflow.entities import Run
 
+import tracking
 from analysis.io import find_runs
-from orchestrator import space, tracking
-from orchestrator.spec import ExperimentSpec
+from orchestrator import space
 from orchestrator.sweep import SweepOutcome
 
 SHOWN_METRICS = ("train/loss", "val/loss", "val/acc")
@@ -69,7 +69,7 @@ def write_csv(path: Path, columns: list[str], table: list[dict]) -> None:
 def sweep_summary(outcome: SweepOutcome) -> str:
     """The end-of-sweep report; also logs the best metrics and the table on the parent run."""
     setup = outcome.setup
-    spec = ExperimentSpec.model_validate(setup.spec)
+    spec = setup.spec
     runs = find_runs(spec.experiment_name(), sweep=setup.parent_run_id, uri=setup.uri)
     searched = [
         f"config.{space.dotted(p[1:])}" if p[0] == "config" else "seed"

@@ -8,7 +8,6 @@ then runs the analysis steps of the spec on the finished trials.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -20,10 +19,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from pydantic import ValidationError
+
+import tracking
 from dynsweep.errors import ConfigError, UserError
-from orchestrator import budget, registry, space, tracking
+from orchestrator import budget, registry, space
+from orchestrator.context import SweepSetup
 from orchestrator.spec import ExperimentSpec, dump_yaml
-from orchestrator.trial import SweepSetup, make_trainable
+from orchestrator.trial import make_trainable
+from tracking import tags as tag
 from trainers import get_trainer_class
 
 MANIFEST = "dynsweep_sweep.json"
@@ -155,7 +159,7 @@ def _tuner(setup: SweepSetup, sweep_dir: Path, restore: bool):
     from orchestrator.callbacks import RunStatusCallback
     from orchestrator.progress import SweepProgress
 
-    spec = ExperimentSpec.model_validate(setup.spec)
+    spec = setup.spec
     trainable = make_trainable(setup)
     if restore:
         try:
@@ -249,7 +253,7 @@ def _execute(setup: SweepSetup, sweep_dir: Path, restore: bool) -> SweepOutcome:
 
 def _write_manifest(sweep_dir: Path, setup: SweepSetup) -> None:
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / MANIFEST).write_text(json.dumps(dataclasses.asdict(setup), indent=2))
+    (sweep_dir / MANIFEST).write_text(json.dumps(setup.to_json(), indent=2))
 
 
 def run(
@@ -267,9 +271,9 @@ def run(
     experiment_id = tracking.ensure_experiment(uri, spec.experiment_name())
     init_ray(address)
     tags = {
-        "dynsweep.git_sha": tracking.git_sha(),
-        "dynsweep.config_hash": spec.config_hash(),
-        "dynsweep.seed": json.dumps(spec.seed),
+        tag.GIT_SHA: tracking.git_sha(),
+        tag.CONFIG_HASH: spec.config_hash(),
+        tag.SEED: json.dumps(spec.seed),
         **tracking.environment_tags(),
     }
     parent = tracking.start_sweep_run(
@@ -277,7 +281,7 @@ def run(
         experiment_id,
         sweep_dir.name,
         spec.resolved(),
-        {**tags, "dynsweep.sweep_dir": str(sweep_dir)},
+        {**tags, tag.SWEEP_DIR: str(sweep_dir)},
     )
     packs = None
     if spec.pack != 1:
@@ -285,7 +289,7 @@ def run(
 
         packs = make_packs(spec, _slots(spec))
     setup = SweepSetup(
-        spec.resolved(),
+        spec,
         uri,
         experiment_id,
         parent,
@@ -360,8 +364,8 @@ def resume(name_or_path: str, address: str | None = None) -> SweepOutcome:
     """Continue an interrupted sweep: finished trials stay, the others go on from checkpoints."""
     sweep_dir = find_sweep_dir(name_or_path)
     try:
-        setup = SweepSetup(**json.loads((sweep_dir / MANIFEST).read_text()))
-    except (json.JSONDecodeError, TypeError) as exc:
+        setup = SweepSetup.from_json(json.loads((sweep_dir / MANIFEST).read_text()))
+    except (json.JSONDecodeError, TypeError, KeyError, ValidationError) as exc:
         raise UserError(f"{sweep_dir / MANIFEST}: damaged sweep manifest ({exc})") from None
     check_tune_state(sweep_dir)
     tracking.check_reachable(setup.uri)

@@ -18,7 +18,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from orchestrator import cli
-from orchestrator.tracking import STEP_TAG as STEP
+from tracking import STEP_TAG as STEP
 
 BASE: dict[str, Any] = {
     "name": "t",

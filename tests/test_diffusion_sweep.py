@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import yaml
 
-from orchestrator.tracking.store import ERROR_TAG
 from tests.helpers import BASE, merge, run_cli, store, sweep_runs
+from tracking.store import ERROR_TAG
 
 
 def test_forward_map_grid_then_fid_and_elbo(ray_session, workdir):

@@ -30,17 +30,19 @@ class FitResult:
 
     step: int
     metrics: dict[str, float]
-    stop_reason: str  # iterations | time | metric
+    stop_reason: str  # iterations (ran them all) | time | metric (a stop rule fired)
 
 
 class Member(Protocol):
     """One grid point's own sink: its metrics, trajectories and failure."""
 
-    trajectory_dir: Path
+    trajectory_dir: Path  # where the recorder writes (one sub-folder per trajectory)
 
-    def log_metrics(self, step: int, metrics: dict[str, float]) -> None: ...
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        """Record metric values at ``step`` (batched to the tracking store)."""
 
-    def on_trajectory_file(self, name: str, path: Path) -> None: ...
+    def on_trajectory_file(self, name: str, path: Path) -> None:
+        """A trajectory chunk file was completed on local disk (log it as an artifact)."""
 
     def fail(self, message: str) -> None:
         """This member diverged: end its run as failed (the other members go on)."""
@@ -56,13 +58,10 @@ class Context(Protocol):
     device: torch.device
     workdir: Path  # this trial's private scratch folder
     data_dir: Path  # where datasets are cached / downloaded
-    trajectory_dir: Path  # where the recorder writes (one sub-folder per trajectory)
     parallel: Parallel  # world size, rank and strategy of a distributed trial
-    # Where each member of a packed trainer logs (its own run); [self] for ordinary trainers.
+    # Where metrics and recordings go: one sink per member of a packed trainer (its own run),
+    # ``[self]`` for ordinary trainers. The loop logs and records only through these.
     members: list[Member]
-
-    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        """Record metric values at ``step`` (batched to the tracking store)."""
 
     def report(self, step: int, metrics: dict[str, float], checkpoint: dict | None) -> None:
         """Report to the scheduler (and save ``checkpoint`` for retries/resume when given)."""
@@ -72,9 +71,6 @@ class Context(Protocol):
 
         Called before the last report reaches the scheduler, which may end the trial there.
         """
-
-    def on_trajectory_file(self, name: str, path: Path) -> None:
-        """A trajectory chunk file was completed on local disk (log it as an artifact)."""
 
     def log_file(self, path: Path, artifact_path: str) -> None:
         """Keep the file ``path`` as an artifact of the run under folder ``artifact_path``."""

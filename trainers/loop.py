@@ -178,7 +178,7 @@ def fit(
         metrics = members.summary(rows)
         if resume is None:
             record(0)
-        step, reason = start, "iterations"
+        step, reason = start, None
         while step < stop.iterations:
             step += 1
             rows = members.check(step, trainer.step())
@@ -189,13 +189,13 @@ def fit(
             members.log(step, rows)
             metrics = members.summary(rows)
             reason = _stop_reason(stop, metrics, elapsed_before + time.monotonic() - t0)
-            if reason != "iterations" or step == stop.iterations:
+            if reason is not None or step == stop.iterations:
                 break
             if step % loop.checkpoint_every == 0:
                 ctx.report(step, metrics, checkpoint(step))
             elif step % loop.report_every == 0:
                 ctx.report(step, metrics, None)
-        result = FitResult(step=step, metrics=metrics, stop_reason=reason)
+        result = FitResult(step=step, metrics=metrics, stop_reason=reason or "iterations")
         if ctx.parallel.chief:
             folder = ctx.workdir / "artifacts"
             folder.mkdir(parents=True, exist_ok=True)
@@ -208,11 +208,12 @@ def fit(
             recorder.close()
 
 
-def _stop_reason(stop: StopRule, metrics: dict[str, float], elapsed: float) -> str:
+def _stop_reason(stop: StopRule, metrics: dict[str, float], elapsed: float) -> str | None:
+    """Why training must stop now (``time``, ``metric``), or ``None`` to keep going."""
     if stop.time_s is not None and elapsed >= stop.time_s:
         return "time"
     if stop.metric is not None and stop.metric in metrics:
         value = metrics[stop.metric]
         if value >= stop.threshold if stop.mode == "max" else value <= stop.threshold:
             return "metric"
-    return "iterations"
+    return None

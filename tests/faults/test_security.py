@@ -12,11 +12,12 @@ from urllib.parse import urlparse
 import pytest
 from mlflow.tracking import MlflowClient
 
+import tracking
 from dynsweep.errors import DataError
-from orchestrator import cli, tracking
+from orchestrator import cli
 from orchestrator.checkpoints import load_state
-from orchestrator.tracking import TrialRun
 from tests.helpers import run_cli, store, sweep_runs, write_config
+from tracking import TrialRun
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ["dynsweep", "orchestrator", "trainers", "analysis"]

@@ -7,7 +7,7 @@ import math
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
-from orchestrator.tracking.bulk import bulk_writer
+from tracking.bulk import bulk_writer
 
 
 def test_bulk_rows_match_log_batch_including_nan_inf_and_latest_values(tmp_path):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator import tracking
-from orchestrator.tracking import sender as sender_module
-from orchestrator.tracking.store import STEP_TAG
+import tracking
+from tracking import sender as sender_module
+from tracking.store import STEP_TAG
 
 
 def open_run(uri: str):
@@ -111,7 +111,8 @@ def test_learning_curves_group_splits_of_a_metric_in_one_panel():
 def test_sweep_progress_table_counts_trials_steps_and_eta(capsys):
     from types import SimpleNamespace
 
-    from orchestrator.progress import Bar, SweepProgress, eta
+    from dynsweep.progress import Bar, eta
+    from orchestrator.progress import SweepProgress
 
     progress = SweepProgress("val/acc", total_trials=4, steps_per_trial=100, live=False)
     a, b = SimpleNamespace(trial_id="a"), SimpleNamespace(trial_id="b")

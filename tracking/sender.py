@@ -18,8 +18,8 @@ from collections import Counter, deque
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
-from orchestrator.tracking.bulk import BULK_MAX, bulk_writer
-from orchestrator.tracking.store import MAX_METRICS, STEP_TAG, _retry
+from tracking.bulk import BULK_MAX, bulk_writer
+from tracking.store import MAX_METRICS, STEP_TAG, _retry
 
 SEND_EVERY_S = 1.0
 MAX_PENDING = 200_000  # points buffered before put waits for the store

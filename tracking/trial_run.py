@@ -18,9 +18,10 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from orchestrator.tracking.secrets import redact_obj
-from orchestrator.tracking.sender import MetricSender
-from orchestrator.tracking.store import (
+from tracking import tags as tag
+from tracking.secrets import redact_obj
+from tracking.sender import MetricSender
+from tracking.store import (
     STEP_TAG,
     TRIAL_TAG,
     _retry,
@@ -86,7 +87,7 @@ class TrialRun:
         all_tags = {
             "mlflow.parentRunId": parent_id,
             TRIAL_TAG: trial_id,
-            "dynsweep.attempts": "1",
+            tag.ATTEMPTS: "1",
             **tags,
         }
         safe = redact_obj(all_tags)
@@ -124,8 +125,8 @@ class TrialRun:
             int(run.data.tags.get(STEP_TAG, "-1")),
             dict(run.data.params),
             run.info.artifact_uri,
-            run.data.tags.get("dynsweep.fatal"),
-            int(run.data.tags.get("dynsweep.attempts", "1")) - 1,
+            run.data.tags.get(tag.FATAL),
+            int(run.data.tags.get(tag.ATTEMPTS, "1")) - 1,
             sender,
             final=dict(run.data.metrics) if run.info.status == "FINISHED" else None,
             run_name=run.info.run_name,
@@ -140,7 +141,7 @@ class TrialRun:
             reopen_run(self.uri, self.run_id)
         self.attempt += 1
         self.final = None
-        set_tags(self.client, self.run_id, {"dynsweep.attempts": str(self.attempt + 1)})
+        set_tags(self.client, self.run_id, {tag.ATTEMPTS: str(self.attempt + 1)})
 
     # --- metrics -----------------------------------------------------------------------------
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
@@ -219,7 +220,7 @@ class TrialRun:
         self.close()
         tags = dict(tags or {})
         if fatal and error:
-            tags["dynsweep.fatal"] = error
+            tags[tag.FATAL] = error
         if tags:
             self.set_tags(tags)
         end_run(self.uri, self.run_id, status, error)

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 
 from mlflow.tracking import MlflowClient
 
-from orchestrator.tracking.secrets import credential_values, redact_values
-from orchestrator.tracking.sender import MetricSender
-from orchestrator.tracking.store import ERROR_TAG, TRIAL_TAG, _retry, set_tags
-from orchestrator.tracking.trial_run import TrialRun
+from tracking import tags as tag
+from tracking.secrets import credential_values, redact_values
+from tracking.sender import MetricSender
+from tracking.store import ERROR_TAG, TRIAL_TAG, _retry, set_tags
+from tracking.trial_run import TrialRun
 
-PACK_TAG = "dynsweep.pack"
+PACK_TAG = tag.PACK
 
 
 @dataclass
@@ -99,7 +100,7 @@ def _create(store, experiment_id, parent_id, pack_id, members) -> dict[str, tupl
             "mlflow.runName": m.run_name,
             TRIAL_TAG: m.trial_id,
             PACK_TAG: pack_id,
-            "dynsweep.attempts": "1",
+            tag.ATTEMPTS: "1",
             **m.tags,
         }
 
@@ -147,7 +148,7 @@ def end_members(uri: str, ends: dict[str, tuple[str, str | None, dict[str, str]]
     """End runs: ``{run_id: (status, error, tags)}``, in one transaction on a SQL store."""
     store = _sql_store(uri)
     if store is None:
-        from orchestrator.tracking.store import end_run
+        from tracking.store import end_run
 
         client = MlflowClient(uri)
         for run_id, (status, error, tags) in ends.items():

@@ -5,7 +5,7 @@ One sweep is one parent run; each Tune trial is one child run (tag ``mlflow.pare
 of one trial with its background metric path.
 """
 
-from orchestrator.tracking.store import (
+from tracking.store import (
     ERROR_TAG,
     MAX_METRICS,
     STEP_TAG,
@@ -29,7 +29,7 @@ from orchestrator.tracking.store import (
     set_tags,
     start_sweep_run,
 )
-from orchestrator.tracking.trial_run import TrialRun
+from tracking.trial_run import TrialRun
 
 __all__ = [
     "ERROR_TAG",

@@ -19,10 +19,11 @@ from mlflow.tracking import MlflowClient
 
 from dynsweep import __version__
 from dynsweep.errors import ConfigError
-from orchestrator.tracking.secrets import redact_obj, redact_values
+from tracking import tags as tag
+from tracking.secrets import redact_obj, redact_values
 
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
-TRIAL_TAG, STEP_TAG, ERROR_TAG = "dynsweep.trial_id", "dynsweep.logged_step", "dynsweep.error"
+TRIAL_TAG, STEP_TAG, ERROR_TAG = tag.TRIAL, tag.LOGGED_STEP, tag.ERROR
 T = TypeVar("T")
 
 
@@ -109,11 +110,11 @@ def environment_tags() -> dict[str, str]:
     import torch
 
     return {
-        "dynsweep.version": __version__,
-        "dynsweep.python": platform.python_version(),
-        "dynsweep.torch": torch.__version__,
-        "dynsweep.ray": ray.__version__,
-        "dynsweep.mlflow": mlflow.__version__,
+        tag.VERSION: __version__,
+        tag.PYTHON: platform.python_version(),
+        tag.TORCH: torch.__version__,
+        tag.RAY: ray.__version__,
+        tag.MLFLOW: mlflow.__version__,
     }
 
 
@@ -154,7 +155,7 @@ def start_sweep_run(
     """Create the parent run of a sweep: resolved spec as artifact and as flattened params."""
     client = MlflowClient(uri)
     run = client.create_run(
-        experiment_id, run_name=run_name, tags=redact_obj({"dynsweep.role": "sweep", **tags})
+        experiment_id, run_name=run_name, tags=redact_obj({tag.ROLE: "sweep", **tags})
     )
     log_params(client, run.info.run_id, flatten({k: v for k, v in spec.items() if k != "config"}))
     client.log_dict(run.info.run_id, redact_obj(spec), "spec.json")
@@ -203,7 +204,7 @@ def log_summary(uri: str, run_id: str, metrics: dict[str, float], table: dict[st
 
 def analysis_tag(step: str) -> str:
     """The tag that holds the configuration hash of a run's ``step`` result."""
-    return f"dynsweep.analysis.{step}"
+    return tag.analysis(step)
 
 
 def log_analysis(

@@ -1,0 +1,308 @@
+"""The trial kit: what every way of running a trial shares (Tune, packed, Ray Train, MPI).
+
+- :class:`SweepSetup`: what every trial of a sweep needs, saved as the sweep's manifest.
+- :class:`TrialPoint` and :func:`open_runs`: the one way a trial's MLflow run is opened, or
+  found again and continued (a retry, a resumed sweep, a distributed rank 0, a packed member).
+- :class:`TrialContext`: the :class:`trainers.base.Context` of a trial (its MLflow run plus
+  reports to Tune), :func:`train` (the loop, with the run's status on every exit path),
+  :func:`report_finished` and :func:`resumable_state` (resume from the newest checkpoint).
+
+The dispatcher that picks the plain, packed or distributed path is :mod:`orchestrator.trial`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+import tracking
+from dynsweep.errors import DataError, TrialFailure
+from orchestrator import space
+from orchestrator.checkpoints import resume_state, state_file
+from orchestrator.spec import ExperimentSpec
+from tracking import TrialRun
+from tracking import tags as tag
+from tracking.members import MemberSpec, open_members
+from tracking.sender import MetricSender
+from trainers.base import FitResult
+from trainers.distributed import Parallel
+from trainers.loop import fit
+
+
+@dataclass(frozen=True)
+class SweepSetup:
+    """What every trial of a sweep needs; saved beside the Tune experiment for ``resume``."""
+
+    spec: ExperimentSpec
+    uri: str
+    experiment_id: str
+    parent_run_id: str
+    data_dir: str
+    tags: dict[str, str] = field(default_factory=dict)
+    # A packed sweep's grid points, one list per Tune trial (its param is the index).
+    packs: list[list[dict[str, Any]]] | None = None
+    sweep_dir: str = ""  # the Tune experiment folder (where trials find their checkpoints)
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest's content (plain data)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**data, "spec": self.spec.resolved()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SweepSetup:
+        return cls(**{**data, "spec": ExperimentSpec.model_validate(data["spec"])})
+
+
+def run_name(spec: ExperimentSpec, params: dict[str, Any], trial_id: str) -> str:
+    """A short run name from the searched values, e.g. ``00003 lr=0.1 widths=[64]``."""
+    parts = [trial_id.rsplit("_", 1)[-1]]
+    for path, _ in space.domains(spec.parsed_space()):
+        value: Any = params
+        for key in path:
+            value = value[key]
+        parts.append(
+            f"{path[-1]}={value:.4g}" if isinstance(value, float) else f"{path[-1]}={value}"
+        )
+    return " ".join(parts)[:250]
+
+
+@dataclass(frozen=True)
+class TrialPoint:
+    """One MLflow run's worth of training: a trainer, its resolved config and seed."""
+
+    trial_id: str  # the run's dynsweep.trial_id (a packed member: TRIAL-NNN)
+    run_name: str
+    trainer: str
+    config: dict[str, Any]  # the trainer's config with every default filled in
+    seed: int
+
+    def params(self) -> dict[str, str]:
+        """The run's MLflow params: the flattened config, the seed and the trainer."""
+        flat = tracking.flatten(self.config, "config")
+        return {**flat, "seed": str(self.seed), "trainer": self.trainer}
+
+    def header(self, run_id: str) -> dict[str, Any]:
+        """What every checkpoint and the final model carry about their trial."""
+        return {"trial_id": self.trial_id, "run_id": run_id, **self.record()}
+
+    def record(self) -> dict[str, Any]:
+        """The run's ``config.json``."""
+        return {"trainer": self.trainer, "config": self.config, "seed": self.seed}
+
+
+def open_runs(
+    uri: str,
+    experiment_id: str,
+    parent_id: str,
+    points: list[TrialPoint],
+    tags: dict[str, str],
+    pack_id: str | None = None,
+    sender: MetricSender | None = None,
+) -> list[TrialRun]:
+    """The run of each point: found again by its trial id (a retry or a resumed sweep: a new
+    attempt in the same run, see :meth:`TrialRun.continue_run`) or created with its params,
+    ``tags`` and the point's seed, its ``config.json`` written once.
+
+    ``pack_id``: the points are the members of one packed trial, all logging through
+    ``sender`` (on a SQL store created in one transaction).
+    """
+
+    def tags_of(point: TrialPoint) -> dict[str, str]:
+        return {**tags, tag.SEED: str(point.seed)}
+
+    if pack_id is None:
+        (point,) = points
+        runs = [
+            TrialRun.open(
+                uri, experiment_id, parent_id, point.trial_id, point.run_name, point.params(),
+                tags_of(point), sender=sender,
+            )
+        ]  # fmt: skip
+    else:
+        specs = [MemberSpec(p.trial_id, p.run_name, p.params(), tags_of(p)) for p in points]
+        runs = open_members(uri, experiment_id, parent_id, pack_id, specs, sender)
+    for run, point in zip(runs, points):
+        if run.attempt == 0 and run.final is None:  # a new run
+            run.log_dict(point.record(), "config.json")
+    return runs
+
+
+def trial_device(spec: ExperimentSpec) -> torch.device:
+    """CUDA when the trial holds a GPU, else CPU."""
+    return torch.device("cuda" if spec.resources.gpus > 0 and torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class TrialContext:
+    """The :class:`trainers.base.Context` of a Tune trial: MLflow run + Tune reporting. It is
+    also its own (single) :class:`trainers.base.Member`, and a packed trial's members are each
+    one of these (their reports go through the pack).
+
+    In a distributed trial every rank has one; only rank 0 has a ``run`` (logs metrics, writes
+    trajectories and artifacts); every rank reports and saves its own state in checkpoints.
+    """
+
+    run: TrialRun | None
+    seed: int
+    workdir: Path
+    data_dir: Path
+    header: dict[str, Any]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    latest: dict[str, float] = field(default_factory=dict)
+    closed: bool = False  # the run was ended by this trial (the driver need not check)
+    parallel: Parallel = field(default_factory=Parallel)
+    # The sweep's metric(s): Tune requires them in every report, so one that a trainer only
+    # produces later (e.g. at the end) is reported as NaN until then.
+    required: tuple[str, ...] = ()
+    curves: bool = True  # keep figures/learning_curves.png at the end (loop.learning_curves)
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        if self.run is not None:
+            self.run.log_metrics(step, metrics)
+        self.latest.update(metrics)
+
+    @property
+    def members(self) -> list[TrialContext]:
+        return [self]
+
+    @property
+    def trajectory_dir(self) -> Path:
+        # On a local artifact store chunks are written straight into the run's artifacts.
+        local = self.run.local_artifact_dir("trajectories") if self.run is not None else None
+        return local or self.workdir / "trajectories"
+
+    @property
+    def state_file(self) -> str:
+        return state_file(self.parallel.rank)
+
+    def report(self, step: int, metrics: dict[str, float], checkpoint: dict | None) -> None:
+        # The latest value of every metric (eval metrics come less often than train ones).
+        result = {
+            **self.latest,
+            **metrics,
+            "step": step,
+            "mlflow_run_id": self.header["run_id"],
+            "mlflow_run_closed": self.closed,
+        }
+        for key in self.required:
+            result.setdefault(key, float("nan"))
+        if checkpoint is None:
+            self._send(result, None)
+            return
+        if self.run is not None:
+            self.run.flush()  # a checkpoint is a durability point: its metrics are stored first
+        with tempfile.TemporaryDirectory(prefix="dynsweep-ckpt-") as tmp:
+            torch.save({**self.header, "loop": checkpoint}, Path(tmp) / self.state_file)
+            self._send(result, Path(tmp))
+
+    def _send(self, result: dict[str, Any], folder: Path | None) -> None:
+        checkpoint = tune.Checkpoint.from_directory(folder) if folder is not None else None
+        tune.report(result, checkpoint=checkpoint)
+
+    def finish(self, result: FitResult, checkpoint: dict, export: dict) -> None:
+        # Everything is kept and the run closed before the last report: a scheduler whose
+        # horizon ends here (ASHA's max_t) stops the trial inside that report.
+        if self.run is not None:
+            self.keep_model(result.step, export)
+            if self.curves:
+                self.keep_curves()
+            self.end("FINISHED", tags={tag.STOP_REASON: result.stop_reason})
+        self.report(result.step, result.metrics, checkpoint)
+
+    def keep_model(self, step: int, export: dict) -> None:
+        """Save the final model as the run's ``model/model.pt`` (with config and seed)."""
+        model_path = self.run.artifact_path("model/model.pt", self.workdir)
+        torch.save({**self.header, "step": step, "state": export}, model_path)
+        self.run.keep(model_path, "model/model.pt")
+
+    def keep_curves(self) -> None:
+        """The run's learning curves as ``figures/learning_curves.png`` (its whole history)."""
+        from orchestrator.figures import learning_curves
+
+        keys = [k for k in self.latest if not k.startswith("pack/")]
+        title = f"Learning curves of run {self.run.run_name or self.run.run_id}"
+        png = learning_curves(self.run.histories(keys), title)
+        path = self.run.artifact_path("figures/learning_curves.png", self.workdir)
+        path.write_bytes(png)
+        self.run.keep(path, "figures/learning_curves.png")
+
+    def end(
+        self,
+        status: str,
+        error: str | None = None,
+        fatal: bool = False,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        """End the run (rank 0) with ``status``; ``fatal``: a retry must not run it again."""
+        if self.run is not None and not self.closed:
+            self.run.finish(status, error, fatal=fatal, tags=tags)
+            self.closed = True
+
+    def fail(self, message: str) -> None:
+        """A member of a packed trial diverged: its run fails; the others go on."""
+        self.end("FAILED", message, fatal=True)
+
+    def flush(self) -> None:
+        if self.run is not None:
+            self.run.flush()
+
+    def log_file(self, path: Path, artifact_path: str) -> None:
+        if self.run is not None:
+            self.run.log_artifact(path, artifact_path)
+
+    def on_trajectory_file(self, name: str, path: Path) -> None:
+        if self.run is not None and self.run.local_artifact_dir("trajectories") is None:
+            self.run.log_artifact(path, f"trajectories/{name}")  # remote store: upload
+
+
+def report_finished(*runs: TrialRun) -> None:
+    """Report the final metrics of runs that had finished already, without training."""
+    for run in runs:
+        run.close()
+    keys = set().union(*(run.final for run in runs))
+    result = {k: sum(r.final.get(k, 0.0) for r in runs) / len(runs) for k in keys}
+    ids = ",".join(r.run_id for r in runs)
+    step = max(r.logged_step for r in runs)
+    tune.report({**result, "step": step, "mlflow_run_id": ids, "mlflow_run_closed": True})
+
+
+def resumable_state(setup: SweepSetup, trial_id: str, run: TrialRun) -> dict[str, Any] | None:
+    """The checkpoint state to resume from; damaged files passed over are noted on the run."""
+    try:
+        state, damaged = resume_state(setup.sweep_dir, trial_id)
+    except DataError as exc:  # nothing readable: fail, naming the files, keeping what was logged
+        run.finish("FAILED", str(exc), fatal=True)
+        raise
+    if damaged:
+        run.set_tags({tag.WARNING: "; ".join(damaged)[:4000]})
+    return state
+
+
+def train(trainer, ctx, spec: ExperimentSpec, resume, attempt: int) -> None:
+    """Run the loop in ``ctx`` (a :class:`TrialContext` or a pack's context); on failure end
+    the run(s) (rank 0) with the right status."""
+    ctx.required = (spec.metric, *(spec.search.objectives or {}))
+    ctx.curves = spec.loop.learning_curves
+    loop = spec.loop if ctx.parallel.chief else spec.loop.model_copy(update={"record": ()})
+    try:
+        fit(trainer, ctx, loop, spec.stop, resume=resume, attempt=attempt)
+    except (TrialFailure, DataError) as exc:  # retrying cannot help
+        ctx.end("FAILED", str(exc), fatal=True)
+        raise
+    except SystemExit:
+        # Tune stopped this trial (scheduler decision, or the sweep was interrupted): keep
+        # what was logged; the driver sets the status (FINISHED by scheduler, or KILLED).
+        ctx.flush()
+        raise
+    except BaseException as exc:
+        ctx.end("FAILED", f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        shutil.rmtree(ctx.workdir, ignore_errors=True)
