@@ -3,14 +3,17 @@
 A :class:`MetricSender` serves one run (an ordinary trial) or many (the members of a packed
 trial): ``put`` only appends one ``(run, step, timestamp, values)`` tuple, and the sender
 thread ships the queue whenever it holds a batch or a second has passed — on a SQL store
-(sqlite, PostgreSQL) through :mod:`.bulk`, every run of the batch in one transaction (up to
-20,000 points); otherwise with ``log_batch`` per run (at most 1,000 points a request). Each
-batch also moves every run's ``dynsweep.logged_step`` tag to the last step whose points are all
-stored, so a retried attempt can skip what is already there.
+(sqlite, PostgreSQL) through :meth:`.mlflow_sql.SqlStore.write_metrics`, every run of the batch
+in one transaction (up to 20,000 points); otherwise with ``log_batch`` per run (at most 1,000
+points a request). Each batch also moves every run's ``dynsweep.logged_step`` tag to the last
+step whose points are all stored, so a retried attempt can skip what is already there. A batch
+that fails (after retries on a locked database) is logged when it fails and raised by the next
+``flush``.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter, deque
@@ -18,8 +21,12 @@ from collections import Counter, deque
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
-from tracking.bulk import BULK_MAX, bulk_writer
+from tracking.bulk import BULK_MAX
+from tracking.mlflow_sql import sql_store
+from tracking.secrets import redact
 from tracking.store import MAX_METRICS, STEP_TAG, _retry
+
+log = logging.getLogger(__name__)
 
 SEND_EVERY_S = 1.0
 MAX_PENDING = 200_000  # points buffered before put waits for the store
@@ -31,8 +38,8 @@ class MetricSender:
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self.client = MlflowClient(uri)
-        self._bulk = bulk_writer(uri)
-        self._batch_max = BULK_MAX if self._bulk is not None else MAX_METRICS - 1
+        self._sql = sql_store(uri)  # None: log_batch (a server, or logged why not)
+        self._batch_max = BULK_MAX if self._sql is not None else MAX_METRICS - 1
         self._pending: deque[Entry] = deque()
         self._queued: Counter[tuple[str, int]] = Counter()  # entries per (run, step)
         self._points = 0  # metric values in _pending
@@ -100,6 +107,7 @@ class MetricSender:
             try:
                 _retry(lambda t=taken, w=watermarks: self._send(t, w))
             except BaseException as exc:
+                log.warning("logging metrics to %s failed: %s", redact(self.uri), redact(str(exc)))
                 with self._cond:
                     self._error = exc
             finally:
@@ -138,8 +146,8 @@ class MetricSender:
         return taken, marks
 
     def _send(self, taken: dict[str, list], watermarks: dict[str, str]) -> None:
-        if self._bulk is not None:
-            self._bulk.write(taken, {r: {STEP_TAG: w} for r, w in watermarks.items()})
+        if self._sql is not None:
+            self._sql.write_metrics(taken, {r: {STEP_TAG: w} for r, w in watermarks.items()})
             return
         for run_id, points in taken.items():
             metrics = [Metric(k, float(v), ts, step) for k, v, ts, step in points]

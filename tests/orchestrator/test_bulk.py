@@ -7,7 +7,7 @@ import math
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
-from tracking.bulk import bulk_writer
+from tracking.mlflow_sql import sql_store
 
 
 def test_bulk_rows_match_log_batch_including_nan_inf_and_latest_values(tmp_path):
@@ -22,13 +22,13 @@ def test_bulk_rows_match_log_batch_including_nan_inf_and_latest_values(tmp_path)
         for i, (v, step) in enumerate(zip(values, [1, 2, 3, 4, 6, 5]))
     ]
     points.append(Metric("acc", 0.25, 7, 0))
-    writer = bulk_writer(uri)
+    writer = sql_store(uri)
     assert writer is not None
     rows = [(m.key, m.value, m.timestamp, m.step) for m in points]
     # Two runs in one transaction (the members of a packed trial share one).
     mark = "dynsweep.logged_step"
-    writer.write({bulk_run: rows[:3], bulk_other: rows[3:]}, {bulk_run: {mark: "3"}})
-    writer.write({bulk_run: rows[3:], bulk_other: rows[:3]}, {bulk_run: {mark: "6"}})
+    writer.write_metrics({bulk_run: rows[:3], bulk_other: rows[3:]}, {bulk_run: {mark: "3"}})
+    writer.write_metrics({bulk_run: rows[3:], bulk_other: rows[:3]}, {bulk_run: {mark: "6"}})
     client.log_batch(batch_run, metrics=points[:3], tags=[RunTag("dynsweep.logged_step", "3")])
     client.log_batch(batch_run, metrics=points[3:], tags=[RunTag("dynsweep.logged_step", "6")])
 
@@ -45,4 +45,4 @@ def test_bulk_rows_match_log_batch_including_nan_inf_and_latest_values(tmp_path)
 
 
 def test_a_server_store_has_no_bulk_path():
-    assert bulk_writer("http://127.0.0.1:9") is None
+    assert sql_store("http://127.0.0.1:9") is None
