@@ -77,6 +77,7 @@ def test_one_parent_with_four_finished_children(finished_sweep):
 def test_full_metric_histories_without_duplicates(finished_sweep):
     client = store(finished_sweep)
     _, children = sweep_runs(client)
+    assert len(children) == 4  # (a loop over none would pass)
     for c in children:
         np.testing.assert_array_equal(
             steps_of(client, c.info.run_id, "train/loss"), np.arange(1, 41)
@@ -126,6 +127,7 @@ def test_trajectory_holds_the_weights_of_each_step(finished_sweep):
 def test_analysis_metrics_are_written_to_each_run(finished_sweep):
     client = store(finished_sweep)
     _, children = sweep_runs(client)
+    assert len(children) == 4  # (a loop over none would pass)
     for c in children:
         best_e = c.data.metrics["analysis/edm/best_E"]
         assert best_e in {1.0, 2.0, 3.0, 4.0}
@@ -182,6 +184,7 @@ def test_each_trial_keeps_a_learning_curve_figure_of_its_whole_history(finished_
 
     client = store(finished_sweep)
     _, children = sweep_runs(client)
+    assert len(children) == 4  # (a loop over none would pass)
     for c in children:
         path = client.download_artifacts(c.info.run_id, "figures/learning_curves.png")
         with Image.open(path) as image:

@@ -79,7 +79,11 @@ def resumed_from(client, run) -> list[int]:
 
 
 def test_sigkilled_trial_is_retried_from_its_checkpoint_in_the_same_run(workdir, ray_session):
-    kill_at = random.Random().randint(CHECKPOINT_EVERY + 1, STEPS - 15)
+    # A kill step drawn anew each run (a different interleaving of kill and checkpoints each
+    # time), from a seed that is printed, so a failure can be repeated with DYNSWEEP_KILL_SEED.
+    seed = int(os.environ.get("DYNSWEEP_KILL_SEED", random.randrange(2**32)))
+    kill_at = random.Random(seed).randint(CHECKPOINT_EVERY + 1, STEPS - 15)
+    print(f"kill step {kill_at} (DYNSWEEP_KILL_SEED={seed})")
     cfg = slow_sweep(workdir, max_failures=2)
     proc = start_driver(workdir, cfg, ray_session.get_runtime_context().gcs_address)
     try:
