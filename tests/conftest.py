@@ -61,3 +61,17 @@ def no_ray(monkeypatch):
 
     monkeypatch.setattr(ray, "init", forbidden)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Keep the quick tier quick: a test that starts or joins Ray must be marked e2e (or slow)."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "ray_session" in getattr(item, "fixturenames", ())
+        and not any(item.get_closest_marker(m) for m in ("e2e", "slow", "gpu"))
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "tests using ray_session must be marked e2e (tiers: see README): " + ", ".join(unmarked)
+        )

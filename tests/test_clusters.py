@@ -66,6 +66,7 @@ def test_submit_builds_the_sweep_command_and_excludes_local_state():
     assert {".git", "mlflow.db", "mlruns", "data"} <= set(RUNTIME_EXCLUDES)
 
 
+@pytest.mark.e2e
 def test_a_sweep_submitted_as_a_ray_job_to_a_local_head_finishes(workdir, tmp_path_factory):
     port, dashboard = free_port(), free_port()
     temp = tmp_path_factory.mktemp("rayhead")
@@ -112,6 +113,7 @@ def mpiexec() -> str:
     return str(beside) if beside.exists() else shutil.which("mpiexec") or "mpiexec"
 
 
+@pytest.mark.e2e
 def test_mpiexec_two_ranks_train_one_run_logged_from_rank_0(workdir):
     from tests.test_distributed import diffusion_sweep
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from tests.helpers import BASE, merge, run_cli, store, sweep_runs
 from tracking.store import ERROR_TAG
+
+pytestmark = pytest.mark.e2e
 
 
 def test_forward_map_grid_then_fid_and_elbo(ray_session, workdir):

@@ -7,6 +7,8 @@ import yaml
 
 from tests.helpers import BASE, history, merge, run_cli, store, sweep_runs
 
+pytestmark = pytest.mark.e2e
+
 TINY = {
     "forward": {"K": 8},
     "model": {"channels": 8, "num_res_blocks": 1, "mult": [1, 2], "attention_levels": []},

@@ -17,6 +17,8 @@ from tests.helpers import (
     write_config,
 )
 
+pytestmark = pytest.mark.e2e
+
 
 def test_a_stored_study_keeps_its_trials_across_sweeps(ray_session, workdir, capsys):
     storage = f"sqlite:///{workdir / 'optuna.db'}"

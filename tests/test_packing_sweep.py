@@ -11,6 +11,8 @@ from orchestrator.spec import load_spec
 from tests.helpers import BASE, run_cli, store, sweep_runs
 from tests.test_paths_sweep import write
 
+pytestmark = pytest.mark.e2e
+
 GRID = {
     "order": {"grid": [2, 3]},
     "width": 8,

@@ -9,6 +9,8 @@ from dynsweep.errors import ConfigError
 from orchestrator import references
 from tests.helpers import BASE, merge, run_cli, store, sweep_runs
 
+pytestmark = pytest.mark.e2e
+
 
 def write(folder, name, trainer, config, **extra):
     spec = merge({**BASE, "config": config}, {"name": name, "trainer": trainer, **extra})

@@ -19,7 +19,7 @@ from tests.helpers import (
     write_config,
 )
 
-pytestmark = pytest.mark.usefixtures("ray_session")
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("ray_session")]
 
 
 def test_resume_runs_only_what_was_unfinished(workdir, ray_session):

@@ -6,7 +6,7 @@ import pytest
 
 from tests.helpers import history, run_cli, store, sweep_runs, write_config
 
-pytestmark = pytest.mark.usefixtures("ray_session")
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("ray_session")]
 
 
 def test_optuna_tpe_single_objective(workdir):

@@ -14,7 +14,7 @@ from trainers.classifier.trainer import ClassifierConfig, ClassifierTrainer
 from trainers.local import LocalContext
 from trainers.loop import LoopConfig, StopRule, fit
 
-pytestmark = pytest.mark.usefixtures("ray_session")
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("ray_session")]
 
 
 @pytest.fixture(scope="module")

@@ -111,6 +111,7 @@ def test_inception_offline_fails_with_a_message_naming_the_way_out(monkeypatch):
         build_extractor("inception", None, torch.device("cpu"))
 
 
+@pytest.mark.slow  # trains the classifier (~50 s)
 def test_auto_classifier_is_trained_once_and_cached(monkeypatch, tmp_path):
     from analysis.generative import auto_classifier
 

@@ -82,9 +82,11 @@ def test_trainers_stay_free_of_ray_and_mlflow():
     for path in sorted((ROOT / "trainers").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import | ast.ImportFrom):
-                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [
-                    node.module or ""
-                ]
+                names = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                )
                 found += [(path.name, n) for n in names if n.split(".")[0] in ("ray", "mlflow")]
     assert not found
 

@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.helpers import history, run_cli, sweep_runs, tracking_server, write_config
 
-pytestmark = pytest.mark.usefixtures("ray_session")
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("ray_session")]
 
 TRIALS, STEPS, EVAL_EVERY = 8, 60, 20
 

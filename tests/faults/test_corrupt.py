@@ -17,6 +17,8 @@ from dynsweep.errors import DataError
 from orchestrator.checkpoints import resume_state
 from tests.helpers import history, run_cli, store, sweep_runs, write_config
 
+pytestmark = pytest.mark.e2e
+
 
 def truncate(path, keep: float = 0.5) -> None:
     data = path.read_bytes()

@@ -28,7 +28,7 @@ from tests.helpers import (
 )
 from tests.test_distributed import diffusion_sweep
 
-pytestmark = pytest.mark.usefixtures("ray_session")
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("ray_session")]
 
 STEPS, CHECKPOINT_EVERY = 100, 20
 

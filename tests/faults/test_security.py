@@ -121,6 +121,7 @@ def dump_store(uri: str, folder: Path) -> str:
     return "\n".join(texts)
 
 
+@pytest.mark.e2e
 @pytest.mark.usefixtures("ray_session")
 def test_a_failing_sweep_keeps_a_uri_password_out_of_mlflow_and_the_output(workdir, capfd):
     url = f"https://reader:{PASSWORD}@data.example.org/digits.npz"

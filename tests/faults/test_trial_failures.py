@@ -8,7 +8,7 @@ import pytest
 from analysis.io import load_trajectory
 from tests.helpers import history, run_cli, store, sweep_runs, write_config
 
-pytestmark = pytest.mark.usefixtures("ray_session")
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("ray_session")]
 
 
 def test_crashed_trial_is_retried_from_its_checkpoint_in_the_same_run(workdir):

@@ -69,7 +69,7 @@ def test_mlp_widths_are_spaced_linearly_over_half_the_depth():
     assert widths(784, 16, 6) == [784, 528, 272, 16]
 
 
-@pytest.mark.parametrize("kind", ["mlp", "conv"])
+@pytest.mark.parametrize("kind", ["mlp", pytest.param("conv", marks=pytest.mark.slow)])
 def test_training_lowers_the_loss_and_records_the_spectral_field(tmp_path, kind):
     cfg = AutoencoderConfig.model_validate(
         {

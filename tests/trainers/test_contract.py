@@ -10,10 +10,19 @@ import torch
 from trainers import TRAINERS, get_trainer_class
 from trainers.local import LocalContext
 
-
 # flaky_diffusion (a test fixture) is the diffusion trainer with one injected crash; subspace
 # samples around a paths run's model, so it has no default input (tests/trainers/test_paths.py).
-@pytest.fixture(params=sorted(set(TRAINERS) - {"flaky_diffusion", "subspace"}))
+# Their default models take ~1 min for the round trip: in the slow tier (test_diffusion.py and
+# test_koopman.py train small ones in the quick tier).
+HEAVY = {"diffusion", "koopman"}
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(name, marks=pytest.mark.slow) if name in HEAVY else name
+        for name in sorted(set(TRAINERS) - {"flaky_diffusion", "subspace"})
+    ]
+)
 def trainer_cls(request):
     return get_trainer_class(request.param)
 

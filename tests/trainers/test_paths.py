@@ -108,7 +108,14 @@ def test_nuts_recovers_a_gaussian_with_converged_chains():
 
 
 @pytest.mark.parametrize(
-    "space, dataset", [("line", "toy"), ("varphi", "toy"), ("lambda", "toy"), ("varphi", "digits")]
+    "space, dataset",
+    [
+        # (the toy chains run long enough to converge: ~1 min each, in the slow tier)
+        pytest.param("line", "toy", marks=pytest.mark.slow),
+        pytest.param("varphi", "toy", marks=pytest.mark.slow),
+        pytest.param("lambda", "toy", marks=pytest.mark.slow),
+        ("varphi", "digits"),
+    ],
 )
 def test_subspace_sampling_around_a_trained_path(tmp_path, space, dataset):
     from trainers.paths.subspace_trainer import SubspaceConfig, SubspaceTrainer
@@ -173,6 +180,7 @@ def test_lambda_space_with_zero_offset_lies_on_the_curve():
     )  # a unit ξ moves the tube scale away from the curve
 
 
+@pytest.mark.slow
 def test_mode_connectivity_between_two_trained_networks(tmp_path):
     """Order 0 trains one network; a curve with endpoints keeps both fixed and bends between."""
     ends = []
