@@ -27,6 +27,7 @@ from mlflow.tracking import MlflowClient
 import tracking
 from analysis.io import find_runs, find_sweep, load_trajectory, local_artifact, metric_histories
 from analysis.registry import get_analysis_step
+from dynsweep import logs
 from dynsweep.progress import Bar
 
 
@@ -90,8 +91,8 @@ def analyze(
     the sweep's summary to its parent run."""
     parent = find_sweep(experiment, sweep, uri)
     runs = find_runs(experiment, sweep=parent.info.run_id, status="FINISHED", uri=uri)
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, logging_level="ERROR")
+    if not ray.is_initialized():  # Ray's and MLflow's log levels as the CLI set them
+        ray.init(include_dashboard=False, **logs.ray_init_options())
     task = ray.remote(num_cpus=1, max_retries=1)(_fit_one)
     outcomes, pending = [], {}
     for run in runs:

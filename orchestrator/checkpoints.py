@@ -13,7 +13,7 @@ sweep folder, and uses Tune's checkpoint only where those folders cannot be seen
 
 from __future__ import annotations
 
-import warnings
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ import torch
 from ray import tune
 
 from dynsweep.errors import DataError
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
 
@@ -69,7 +71,7 @@ def resume_state(sweep_dir: str, trial_id: str) -> tuple[dict[str, Any] | None, 
         try:
             return load_state(path), damaged
         except DataError as exc:
-            warnings.warn(f"{exc}; resuming from an older checkpoint", stacklevel=2)
+            log.warning("%s; resuming from an older checkpoint", exc)
             damaged.append(str(exc))
     if damaged:
         raise DataError("no readable checkpoint to resume from: " + "; ".join(damaged))

@@ -1,7 +1,9 @@
 """The ``dynsweep`` command line: parse, validate, call the orchestrator; nothing else here.
 
 User errors (bad config, missing file, unreachable store) print one message and exit 2;
-``--debug`` shows the traceback as well.
+``--debug`` shows the traceback as well. Standard output and error carry dynsweep's own output;
+log messages (dynsweep's, Ray's, MLflow's) show from WARNING up, from INFO up with
+``--verbose`` (see :mod:`dynsweep.logs`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dynsweep import __version__
+from dynsweep import __version__, logs
 from dynsweep.errors import UserError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -22,6 +24,14 @@ DEFAULT_URI = "sqlite:///mlflow.db"
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+def _add_verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show INFO messages of dynsweep, Ray and MLflow (default: warnings and errors)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
         "--address",
         help="Ray cluster address (default: start Ray locally; 'auto' inside a cluster)",
     )
+    _add_verbose(p)
     _add_common(p)
 
     p = sub.add_parser(
@@ -80,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("sweep", help="sweep folder (printed by 'sweep') or experiment name (newest)")
     p.add_argument("--address", help="Ray cluster address")
+    _add_verbose(p)
     _add_common(p)
 
     p = sub.add_parser("runs", help="print the trials of an experiment's sweep as a table")
@@ -108,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="recompute results that exist")
     p.add_argument("--tracking-uri", help="MLflow tracking URI")
     p.add_argument("--address", help="Ray cluster address")
+    _add_verbose(p)
     _add_common(p)
 
     p = sub.add_parser(
@@ -123,6 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="tracking server the cluster's trials log to")
     p.add_argument("--wait", action="store_true", help="wait for the job and print its logs")
     p.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds")
+    _add_verbose(p)  # here and in the sweep on the cluster
     _add_common(p)
 
     p = sub.add_parser(
@@ -281,7 +295,15 @@ def _cmd_ui(args) -> int:
 def _cmd_submit(args) -> int:
     from orchestrator.cluster import submit
 
-    submit(args.target, args.config, args.overrides, args.tracking_uri, args.wait, args.timeout)
+    submit(
+        args.target,
+        args.config,
+        args.overrides,
+        args.tracking_uri,
+        args.wait,
+        args.timeout,
+        verbose=args.verbose,
+    )
     return 0
 
 
@@ -313,8 +335,14 @@ COMMANDS = {
 }
 
 
+# Commands that hand over to MLflow's own server, whose messages are left as MLflow sets them.
+OWN_LOGGING = {"ui", "server"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command not in OWN_LOGGING:
+        logs.configure(verbose=getattr(args, "verbose", False))
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:

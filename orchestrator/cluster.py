@@ -8,14 +8,17 @@ cluster-launcher YAML, uploads the config with ``ray rsync-up`` and runs it on t
 
 from __future__ import annotations
 
+import logging
 import shlex
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from dynsweep import logs
 from dynsweep.errors import ConfigError, UserError
+
+log = logging.getLogger(__name__)
 
 # Never uploaded with a job: history, local stores, datasets, sweep folders, environments.
 RUNTIME_EXCLUDES = [
@@ -31,12 +34,16 @@ RUNTIME_EXCLUDES = [
 ]
 
 
-def sweep_command(config: str, overrides: list[str], tracking_uri: str | None) -> list[str]:
+def sweep_command(
+    config: str, overrides: list[str], tracking_uri: str | None, verbose: bool = False
+) -> list[str]:
     cmd = ["dynsweep", "sweep", config, "--address", "auto"]
     for item in overrides:
         cmd += ["--set", item]
     if tracking_uri:
         cmd += ["--tracking-uri", tracking_uri]
+    if verbose:
+        cmd.append("--verbose")
     return cmd
 
 
@@ -47,19 +54,20 @@ def submit(
     tracking_uri: str | None = None,
     wait: bool = False,
     timeout_s: float | None = None,
+    verbose: bool = False,
 ) -> str:
-    """Submit a sweep; returns the job id (Ray Jobs) or the launcher command's status."""
+    """Submit a sweep; returns the job id (Ray Jobs) or the launcher command's status.
+    ``verbose``: the sweep on the cluster runs with ``--verbose`` too."""
     from orchestrator.spec import load_spec
 
     load_spec(config, overrides)  # a bad config fails here, not on the cluster
     if not tracking_uri or tracking_uri.startswith("sqlite:"):
-        print(
-            "note: the cluster's trials log to "
-            f"{tracking_uri or 'the config tracking.uri'}; a sqlite file works only when the "
-            "sweep runs on one machine (use --tracking-uri http://SERVER:5000)",
-            file=sys.stderr,
+        log.warning(
+            "the cluster's trials log to %s; a sqlite file works only when the sweep runs on "
+            "one machine (use --tracking-uri http://SERVER:5000)",
+            tracking_uri or "the config tracking.uri",
         )
-    command = sweep_command(config, overrides, tracking_uri)
+    command = sweep_command(config, overrides, tracking_uri, verbose)
     if Path(target).suffix in (".yaml", ".yml"):
         return _submit_launcher(target, config, command)
     return _submit_job(target, command, wait, timeout_s)
@@ -68,6 +76,9 @@ def submit(
 def _submit_job(address: str, command: list[str], wait: bool, timeout_s: float | None) -> str:
     from ray.job_submission import JobStatus, JobSubmissionClient
 
+    # The client's INFO lines ("Uploading package ...") only with --verbose: its modules set
+    # their loggers to INFO themselves.
+    logs.apply_ray_level("ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk")
     if "://" not in address:
         address = f"http://{address}"
     try:
@@ -105,6 +116,7 @@ def _submit_job(address: str, command: list[str], wait: bool, timeout_s: float |
 def _submit_when_ready(client, command: list[str], patience_s: float = 120.0) -> str:
     """Submit; a cluster that has just started may have no job agent yet: retry a while."""
     deadline = time.monotonic() + patience_s
+    waited = False
     while True:
         try:
             return client.submit_job(
@@ -114,6 +126,9 @@ def _submit_when_ready(client, command: list[str], patience_s: float = 120.0) ->
         except RuntimeError as exc:
             if "No available agent" not in str(exc) or time.monotonic() > deadline:
                 raise
+            if not waited:
+                log.info("the cluster has no job agent yet; retrying for up to %g s", patience_s)
+                waited = True
             time.sleep(2)
 
 

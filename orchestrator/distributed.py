@@ -19,6 +19,7 @@ import ray.train.torch
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from dynsweep import logs
 from dynsweep.errors import TrialFailure
 from orchestrator.checkpoints import load_state, state_file
 from orchestrator.context import SweepSetup, TrialContext, train
@@ -91,6 +92,8 @@ def run_distributed(setup: SweepSetup, header: dict[str, Any], run: TrialRun) ->
             storage_path=str(trial_dir),
             failure_config=ray.train.FailureConfig(max_failures=spec.max_failures),
             callbacks=[TuneReportCallback()],
+            # Train's own INFO lines (worker group starts, checkpoints) only with --verbose
+            logging_config=ray.train.LoggingConfig(log_level=logs.level_name()),
         ),
     )
     try:

@@ -22,6 +22,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 import tracking
+from dynsweep import logs
 from dynsweep.errors import ConfigError, UserError
 from orchestrator import budget, registry, space
 from orchestrator.context import SweepSetup
@@ -96,8 +97,8 @@ def init_ray(address: str | None) -> None:
     # A local instance gets no dashboard (nothing listens beyond what Ray needs); an existing
     # cluster keeps its own settings.
     extra = {} if address else {"include_dashboard": False}
-    try:
-        ray.init(address=address, logging_level="ERROR", **extra)
+    try:  # Ray's and MLflow's log levels, here and in the workers (see dynsweep.logs)
+        ray.init(address=address, **logs.ray_init_options(), **extra)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ConfigError(f"--address: cannot connect to Ray at {address!r} ({exc})") from None
 
@@ -127,17 +128,48 @@ def interruptible():
 
     for sig in previous:
         signal.signal(sig, handler)
-    old_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     try:
-        yield
+        with scoped_env(TUNE_DISABLE_SIGINT_HANDLER="1"):
+            yield
     finally:
         for sig, h in previous.items():
             signal.signal(sig, h)
-        if old_env is None:
-            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
-        else:
-            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = old_env
+
+
+@contextmanager
+def scoped_env(**values: str):
+    """Set environment variables for the duration of a block, then restore them."""
+    old = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def quiet_tune():
+    """Tune prints nothing of its own during ``fit`` (dynsweep's SweepProgress shows the trials).
+
+    ``RunConfig(verbose=0)`` alone is not enough: Tune's default console output
+    (``ray.tune.experimental.output``) prints its "Configuration for experiment" box, "View
+    detailed results here" and the TensorBoard hint whatever the verbosity; with
+    ``RAY_AIR_NEW_OUTPUT=0`` Tune uses its former reporter, which at verbosity 0 prints nothing.
+    ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1``: no TensorBoard event files (dynsweep passes
+    Tune's CSV and JSON loggers itself). ``TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_
+    THRESHOLD_S=0``: no warning that the experiment state is saved after every second checkpoint
+    of a trial — ``CheckpointConfig(num_to_keep=2)`` asks for that, so that ``resume`` finds
+    the checkpoints the state names (a save slower than 30 s is still reported). Tune's other
+    log messages follow the ``ray`` logger's level (``--verbose``).
+    """
+    return scoped_env(
+        RAY_AIR_NEW_OUTPUT="0",
+        TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1",
+        TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0",
+    )
 
 
 def _check_tcp(address: str, timeout: float = 3.0) -> None:
@@ -155,6 +187,7 @@ def _check_tcp(address: str, timeout: float = 3.0) -> None:
 
 def _tuner(setup: SweepSetup, sweep_dir: Path, restore: bool):
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from orchestrator.callbacks import RunStatusCallback
     from orchestrator.progress import SweepProgress
@@ -175,6 +208,10 @@ def _tuner(setup: SweepSetup, sweep_dir: Path, restore: bool):
                 f"{sweep_dir}: Tune cannot restore this sweep ({type(exc).__name__}: {exc})"
             ) from None
     multi = bool(spec.search.objectives)
+    searcher = registry.make_searcher(spec)
+    # Tune limits concurrency through a Searcher; other search algorithms (the grid/random
+    # generator) take the limit themselves (registry), and Tune warns when it is passed again.
+    concurrent = spec.max_concurrent_trials if isinstance(searcher, tune.search.Searcher) else None
     trials = spec.num_trials() if setup.packs is None else len(setup.packs)
     param_space, samples = space.to_tune(spec.parsed_space()), spec.num_samples
     if setup.packs is not None:  # one trial per pack of grid points (repeats inside packs)
@@ -185,10 +222,10 @@ def _tuner(setup: SweepSetup, sweep_dir: Path, restore: bool):
         tune_config=tune.TuneConfig(
             metric=None if multi else spec.metric,
             mode=None if multi else spec.mode,
-            search_alg=registry.make_searcher(spec),
+            search_alg=searcher,
             scheduler=registry.make_scheduler(spec),
             num_samples=samples,
-            max_concurrent_trials=spec.max_concurrent_trials,
+            max_concurrent_trials=concurrent,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
             # No new process (imports, store connections) per trial; PBT's pause/exploit
             # cycle is left to fresh actors, with which its exploitation was verified.
@@ -203,8 +240,10 @@ def _tuner(setup: SweepSetup, sweep_dir: Path, restore: bool):
             callbacks=[
                 RunStatusCallback(setup.uri),
                 SweepProgress(spec.metric, trials, spec.stop.iterations),
+                CSVLoggerCallback(),  # Tune's result files in each trial folder, as by default
+                JsonLoggerCallback(),
             ],
-            verbose=0,  # SweepProgress shows the trials
+            verbose=0,  # SweepProgress shows the trials (see quiet_tune)
         ),
     )
 
@@ -224,7 +263,7 @@ def _execute(setup: SweepSetup, sweep_dir: Path, restore: bool) -> SweepOutcome:
     if restore:
         tracking.reopen_run(setup.uri, setup.parent_run_id)
     try:
-        with interruptible():
+        with interruptible(), quiet_tune():
             tuner.fit()
         unfinished = INTERRUPTED.is_set()
     except KeyboardInterrupt:

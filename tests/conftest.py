@@ -34,11 +34,13 @@ def ray_session(tmp_path_factory):
     import ray
 
     if not ray.is_initialized():
+        from dynsweep import logs
+
         ray.init(
             num_cpus=2,
             include_dashboard=False,
-            logging_level="ERROR",
             _temp_dir=str(tmp_path_factory.mktemp("ray")),
+            **logs.ray_init_options(),  # as the CLI starts Ray: quiet workers, warnings shown
         )
     yield ray
     ray.shutdown()
