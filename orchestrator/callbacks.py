@@ -36,7 +36,7 @@ class RunStatusCallback(tune.Callback):
             tracking.end_run(self.uri, run_id, status, error)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        from orchestrator.sweep import INTERRUPTED
+        from orchestrator.driver import INTERRUPTED
 
         if INTERRUPTED.is_set():  # Tune ends running trials when interrupted: they go on later
             return

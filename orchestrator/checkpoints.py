@@ -14,13 +14,16 @@ sweep folder, and uses Tune's checkpoint only where those folders cannot be seen
 from __future__ import annotations
 
 import logging
+import posixpath
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 import torch
 from ray import tune
 
 from dynsweep.errors import DataError
+from orchestrator.storage import SweepFolder
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +35,41 @@ def state_file(rank: int) -> str:
     return STATE_FILE if rank == 0 else f"state-rank{rank}.pt"
 
 
-def load_state(path: Path) -> dict[str, Any]:
-    """Read a trial checkpoint file; a damaged file gets an error that names it."""
+def load_state(path: str | Path, folder: SweepFolder | None = None) -> dict[str, Any]:
+    """Read a trial checkpoint file (``path`` of ``folder``'s filesystem when given, else a
+    local path); a damaged file gets an error that names it."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        source = folder.open_bytes(str(path)) if folder is not None else path
+        return torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise DataError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
 
 
-def on_disk(sweep_dir: str, trial_id: str) -> list[Path]:
-    """The checkpoint files of ``trial_id`` in the sweep folder, newest first."""
-    if not sweep_dir or not Path(sweep_dir).is_dir():
-        return []
-    root = Path(sweep_dir)
-    folders = [root / f"trial_{trial_id}", *root.glob(f"trial_{trial_id}_*")]
-    files = [f for d in folders for f in d.glob(f"checkpoint_*/{STATE_FILE}")]
-    return sorted(files, key=lambda f: f.stat().st_mtime, reverse=True)
+def on_disk(sweep_dir: str, trial_id: str) -> tuple[SweepFolder | None, list[str]]:
+    """The sweep's folder and the checkpoint files of ``trial_id`` in it, newest first; no
+    files when this process cannot see the folder."""
+    if not sweep_dir:
+        return None, []
+    folder = SweepFolder.at(sweep_dir)
+    own = f"trial_{trial_id}"
+    try:
+        trial_dirs = [
+            info.path
+            for info in folder.list()
+            if info.type == pafs.FileType.Directory
+            and (info.base_name == own or info.base_name.startswith(own + "_"))
+        ]
+        files = [
+            info
+            for d in trial_dirs
+            for info in folder.fs.get_file_info(pafs.FileSelector(d, recursive=True))
+            if info.base_name == STATE_FILE
+            and posixpath.basename(posixpath.dirname(info.path)).startswith("checkpoint_")
+        ]
+    except OSError:  # not reachable from here: Tune's own checkpoint is used
+        return None, []
+    files.sort(key=lambda info: (info.mtime_ns or 0, info.path), reverse=True)
+    return folder, [info.path for info in files]
 
 
 def resume_state(sweep_dir: str, trial_id: str) -> tuple[dict[str, Any] | None, list[str]]:
@@ -60,7 +82,7 @@ def resume_state(sweep_dir: str, trial_id: str) -> tuple[dict[str, Any] | None, 
     """
     checkpoint = tune.get_checkpoint()
     own = f"trial_{trial_id}"
-    files = on_disk(sweep_dir, trial_id)
+    folder, files = on_disk(sweep_dir, trial_id)
     if checkpoint is not None:
         folder = Path(checkpoint.path).parent.name
         if not files or (folder != own and not folder.startswith(own + "_")):
@@ -69,7 +91,7 @@ def resume_state(sweep_dir: str, trial_id: str) -> tuple[dict[str, Any] | None, 
     damaged: list[str] = []
     for path in files:
         try:
-            return load_state(path), damaged
+            return load_state(path, folder), damaged
         except DataError as exc:
             log.warning("%s; resuming from an older checkpoint", exc)
             damaged.append(str(exc))

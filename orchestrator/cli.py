@@ -79,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
         "--address",
         help="Ray cluster address (default: start Ray locally; 'auto' inside a cluster)",
     )
+    p.add_argument(
+        "--storage",
+        help="where the sweep's state and checkpoints go: a folder, or s3://bucket/prefix, "
+        "gs://… (default: storage of the config, dynsweep_runs)",
+    )
     _add_verbose(p)
     _add_common(p)
 
@@ -89,8 +94,15 @@ def _parser() -> argparse.ArgumentParser:
         "unfinished ones continue from their last checkpoint in "
         "the same MLflow runs.",
     )
-    p.add_argument("sweep", help="sweep folder (printed by 'sweep') or experiment name (newest)")
+    p.add_argument(
+        "sweep",
+        help="sweep folder or URI (printed by 'sweep'), or an experiment name (its newest "
+        "sweep under --storage)",
+    )
     p.add_argument("--address", help="Ray cluster address")
+    p.add_argument(
+        "--storage", default="dynsweep_runs", help="where to look for a sweep given by name"
+    )
     _add_verbose(p)
     _add_common(p)
 
@@ -223,7 +235,8 @@ def _cmd_sweep(args) -> int:
     from orchestrator import sweep
     from orchestrator.spec import load_spec
 
-    spec = load_spec(args.config, args.overrides)
+    overrides = [*args.overrides, *([f"storage={args.storage}"] if args.storage else [])]
+    spec = load_spec(args.config, overrides)
     if args.dry_run:
         print(sweep.plan(spec))
         return 0
@@ -234,7 +247,7 @@ def _cmd_sweep(args) -> int:
 def _cmd_resume(args) -> int:
     from orchestrator import sweep
 
-    return _finish_sweep(sweep.resume(args.sweep, address=args.address))
+    return _finish_sweep(sweep.resume(args.sweep, address=args.address, storage=args.storage))
 
 
 def _cmd_runs(args) -> int:

@@ -23,6 +23,7 @@ from dynsweep import logs
 from dynsweep.errors import TrialFailure
 from orchestrator.checkpoints import load_state, state_file
 from orchestrator.context import SweepSetup, TrialContext, train
+from orchestrator.storage import SweepFolder
 from tracking import TrialRun
 from trainers import get_trainer_class
 from trainers.distributed import Parallel
@@ -78,7 +79,11 @@ def run_distributed(setup: SweepSetup, header: dict[str, Any], run: TrialRun) ->
     """Train one trial on ``resources.workers`` Ray Train workers and wait for it."""
     spec = setup.spec
     res = spec.resources
-    trial_dir = Path(tune.get_context().get_trial_dir())
+    folder = SweepFolder.at(setup.sweep_dir) if setup.sweep_dir else None
+    if folder is None or folder.local:
+        storage, fs = str(Path(tune.get_context().get_trial_dir())), None
+    else:  # beside the trial's Tune checkpoints: a restart on any node, or a resume, finds it
+        storage, fs = folder.child(f"trial_{tune.get_context().get_trial_id()}").path, folder.fs
     trainer = ray.train.torch.TorchTrainer(
         train_worker,
         train_loop_config={"setup": setup, "header": header},
@@ -89,7 +94,8 @@ def run_distributed(setup: SweepSetup, header: dict[str, Any], run: TrialRun) ->
         ),
         run_config=ray.train.RunConfig(
             name="train",
-            storage_path=str(trial_dir),
+            storage_path=storage,
+            storage_filesystem=fs,
             failure_config=ray.train.FailureConfig(max_failures=spec.max_failures),
             callbacks=[TuneReportCallback()],
             # Train's own INFO lines (worker group starts, checkpoints) only with --verbose

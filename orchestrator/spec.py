@@ -30,6 +30,9 @@ from orchestrator.registry import SCHEDULERS, SEARCHERS
 from trainers import TRAINERS, get_trainer_class
 from trainers.loop import LoopConfig, StopRule
 
+# Where a sweep's state and checkpoints can live (pyarrow's filesystems; see orchestrator.storage)
+STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+
 
 def _registered(registry: dict[str, Any], what: str):
     def check(value: str) -> str:
@@ -167,6 +170,17 @@ class ExperimentSpec(_Section):
     analysis: tuple[AnalysisStepSpec, ...] = ()
 
     _trainer = field_validator("trainer")(_registered(TRAINERS, "trainer"))
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_location(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme and scheme not in STORAGE_SCHEMES:
+            raise ValueError(
+                f"expected a folder or a URI of {', '.join(s + '://' for s in STORAGE_SCHEMES)}"
+                f"; got {scheme}://"
+            )
+        return value
 
     # --- derived -------------------------------------------------------------------------
     def parsed_space(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from mlflow.entities import Run
 import tracking
 from analysis.io import find_runs
 from orchestrator import space
+from orchestrator.storage import describe
 from orchestrator.sweep import SweepOutcome
 
 SHOWN_METRICS = ("train/loss", "val/loss", "val/acc")
@@ -82,7 +83,7 @@ def sweep_summary(outcome: SweepOutcome) -> str:
     counts = {s: sum(r.info.status == s for r in runs) for s in ("FINISHED", "FAILED", "KILLED")}
     lines = [
         "",
-        f"Sweep {outcome.path.name}: {len(runs)} trials — {counts['FINISHED']} finished, "
+        f"Sweep {outcome.folder.name}: {len(runs)} trials — {counts['FINISHED']} finished, "
         f"{counts['FAILED']} failed, {counts['KILLED']} killed ({outcome.seconds:.0f} s)",
         format_table(columns, table),
     ]
@@ -114,10 +115,12 @@ def sweep_summary(outcome: SweepOutcome) -> str:
     lines += [
         f"MLflow: {setup.uri}  experiment {spec.experiment_name()!r}, sweep run "
         f"{setup.parent_run_id}",
-        f"Tune:   {outcome.path}",
+        f"Tune:   {describe(outcome.folder.location)}",
         f"Open the MLflow UI:  dynsweep ui --tracking-uri {setup.uri}",
         f"  the sweep's runs:  http://127.0.0.1:5000/#/experiments/{setup.experiment_id}/runs",
     ]
     if outcome.status == "KILLED":
-        lines.append(f"Interrupted. Continue with:  dynsweep resume {outcome.path}")
+        lines.append(
+            f"Interrupted. Continue with:  dynsweep resume {describe(outcome.folder.location)}"
+        )
     return "\n".join(lines)

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +23,10 @@ from dynsweep import logs
 from dynsweep.errors import ConfigError, UserError
 from orchestrator import budget, registry, space
 from orchestrator.context import SweepSetup
+from orchestrator.driver import INTERRUPTED, interruptible, quiet_tune
+from orchestrator.nodes import check_multi_node
 from orchestrator.spec import ExperimentSpec, dump_yaml
+from orchestrator.storage import SweepFolder, describe, is_uri
 from orchestrator.trial import make_trainable
 from tracking import tags as tag
 from trainers import get_trainer_class
@@ -36,7 +36,7 @@ MANIFEST = "dynsweep_sweep.json"
 
 @dataclass
 class SweepOutcome:
-    path: Path
+    folder: SweepFolder
     setup: SweepSetup
     status: str  # FINISHED | KILLED
     seconds: float
@@ -103,75 +103,6 @@ def init_ray(address: str | None) -> None:
         raise ConfigError(f"--address: cannot connect to Ray at {address!r} ({exc})") from None
 
 
-INTERRUPTED = threading.Event()
-
-
-@contextmanager
-def interruptible():
-    """Ctrl+C / SIGTERM end the sweep gracefully and are remembered in ``INTERRUPTED``.
-
-    Tune's own SIGINT handler does not tell its caller that it fired (the results of an
-    interrupted sweep look finished), so ours records it and hands over to Tune's SIGUSR1
-    handler, which saves the experiment state for ``resume``. A second Ctrl+C aborts.
-    """
-    INTERRUPTED.clear()
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def handler(sig, frame):
-        INTERRUPTED.set()
-        for s, h in previous.items():
-            signal.signal(s, h)
-        os.kill(os.getpid(), signal.SIGUSR1)
-
-    for sig in previous:
-        signal.signal(sig, handler)
-    try:
-        with scoped_env(TUNE_DISABLE_SIGINT_HANDLER="1"):
-            yield
-    finally:
-        for sig, h in previous.items():
-            signal.signal(sig, h)
-
-
-@contextmanager
-def scoped_env(**values: str):
-    """Set environment variables for the duration of a block, then restore them."""
-    old = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def quiet_tune():
-    """Tune prints nothing of its own during ``fit`` (dynsweep's SweepProgress shows the trials).
-
-    ``RunConfig(verbose=0)`` alone is not enough: Tune's default console output
-    (``ray.tune.experimental.output``) prints its "Configuration for experiment" box, "View
-    detailed results here" and the TensorBoard hint whatever the verbosity; with
-    ``RAY_AIR_NEW_OUTPUT=0`` Tune uses its former reporter, which at verbosity 0 prints nothing.
-    ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1``: no TensorBoard event files (dynsweep passes
-    Tune's CSV and JSON loggers itself). ``TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_
-    THRESHOLD_S=0``: no warning that the experiment state is saved after every second checkpoint
-    of a trial — ``CheckpointConfig(num_to_keep=2)`` asks for that, so that ``resume`` finds
-    the checkpoints the state names (a save slower than 30 s is still reported). Tune's other
-    log messages follow the ``ray`` logger's level (``--verbose``).
-    """
-    return scoped_env(
-        RAY_AIR_NEW_OUTPUT="0",
-        TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1",
-        TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0",
-    )
-
-
 def _check_tcp(address: str, timeout: float = 3.0) -> None:
     """Fail fast on a wrong ``host:port`` (Ray itself retries for minutes)."""
     host, sep, port = address.rpartition(":")
@@ -185,7 +116,7 @@ def _check_tcp(address: str, timeout: float = 3.0) -> None:
         raise ConfigError(f"--address: cannot reach a Ray cluster at {address} ({exc})") from None
 
 
-def _tuner(setup: SweepSetup, sweep_dir: Path, restore: bool):
+def _tuner(setup: SweepSetup, folder: SweepFolder, restore: bool):
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -197,15 +128,17 @@ def _tuner(setup: SweepSetup, sweep_dir: Path, restore: bool):
     if restore:
         try:
             return tune.Tuner.restore(
-                str(sweep_dir),
+                folder.path,
                 trainable,
+                storage_filesystem=None if folder.local else folder.fs,
                 resume_unfinished=True,
                 resume_errored=False,
                 restart_errored=False,
             )
         except Exception as exc:  # a state that parses but that Tune cannot use
             raise UserError(
-                f"{sweep_dir}: Tune cannot restore this sweep ({type(exc).__name__}: {exc})"
+                f"{describe(folder.location)}: Tune cannot restore this sweep "
+                f"({type(exc).__name__}: {exc})"
             ) from None
     multi = bool(spec.search.objectives)
     searcher = registry.make_searcher(spec)
@@ -233,8 +166,11 @@ def _tuner(setup: SweepSetup, sweep_dir: Path, restore: bool):
             trial_name_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
-            name=sweep_dir.name,
-            storage_path=str(sweep_dir.parent),
+            name=folder.name,
+            # Tune keeps its experiment state and the trials' checkpoints there, written by
+            # whichever node runs a trial (an object store needs no shared disk).
+            storage_path=folder.parent_path(),
+            storage_filesystem=None if folder.local else folder.fs,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[
@@ -257,9 +193,9 @@ def _slots(spec: ExperimentSpec) -> int:
     return min(slots, spec.max_concurrent_trials or slots)
 
 
-def _execute(setup: SweepSetup, sweep_dir: Path, restore: bool) -> SweepOutcome:
+def _execute(setup: SweepSetup, folder: SweepFolder, restore: bool) -> SweepOutcome:
     started = time.monotonic()
-    tuner = _tuner(setup, sweep_dir, restore)
+    tuner = _tuner(setup, folder, restore)
     if restore:
         tracking.reopen_run(setup.uri, setup.parent_run_id)
     try:
@@ -284,15 +220,14 @@ def _execute(setup: SweepSetup, sweep_dir: Path, restore: bool) -> SweepOutcome:
             setup.uri,
             setup.parent_run_id,
             "KILLED",
-            f"interrupted; continue with: dynsweep resume {sweep_dir}",
+            f"interrupted; continue with: dynsweep resume {describe(folder.location)}",
         )
     status = "KILLED" if unfinished else "FINISHED"
-    return SweepOutcome(sweep_dir, setup, status, time.monotonic() - started)
+    return SweepOutcome(folder, setup, status, time.monotonic() - started)
 
 
-def _write_manifest(sweep_dir: Path, setup: SweepSetup) -> None:
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / MANIFEST).write_text(json.dumps(setup.to_json(), indent=2))
+def _write_manifest(folder: SweepFolder, setup: SweepSetup) -> None:
+    folder.write_text(MANIFEST, json.dumps(setup.to_json(), indent=2))
 
 
 def run(
@@ -306,9 +241,11 @@ def run(
     spec = _with_references(spec, uri)
     prepare_data(spec)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    sweep_dir = (Path(spec.storage) / f"{spec.name}-{stamp}").resolve()
-    experiment_id = tracking.ensure_experiment(uri, spec.experiment_name())
+    folder = SweepFolder.at(spec.storage).child(f"{spec.name}-{stamp}")
     init_ray(address)
+    check_multi_node(uri, None)  # a sqlite file, before anything is written to it
+    experiment_id = tracking.ensure_experiment(uri, spec.experiment_name())
+    check_multi_node(uri, tracking.artifact_location(uri, experiment_id))
     tags = {
         tag.GIT_SHA: tracking.git_sha(),
         tag.CONFIG_HASH: spec.config_hash(),
@@ -318,9 +255,9 @@ def run(
     parent = tracking.start_sweep_run(
         uri,
         experiment_id,
-        sweep_dir.name,
+        folder.name,
         spec.resolved(),
-        {**tags, tag.SWEEP_DIR: str(sweep_dir)},
+        {**tags, tag.SWEEP_DIR: describe(folder.location)},
     )
     packs = None
     if spec.pack != 1:
@@ -335,10 +272,10 @@ def run(
         str(Path(spec.data_dir).resolve()),
         tags,
         packs,
-        str(sweep_dir),
+        folder.location,
     )
-    _write_manifest(sweep_dir, setup)
-    return _execute(setup, sweep_dir, restore=False)
+    _write_manifest(folder, setup)
+    return _execute(setup, folder, restore=False)
 
 
 def _with_references(spec: ExperimentSpec, uri: str) -> ExperimentSpec:
@@ -362,54 +299,73 @@ def prepare_data(spec: ExperimentSpec) -> None:
     cls.prepare(configs, Path(spec.data_dir).resolve())
 
 
-def find_sweep_dir(name_or_path: str, storage: str = "dynsweep_runs") -> Path:
-    """A sweep folder from its path, its folder name, or an experiment name (newest sweep)."""
-    direct = Path(name_or_path)
-    if (direct / MANIFEST).is_file():
-        return direct.resolve()
-    root = Path(storage)
-    if (root / name_or_path / MANIFEST).is_file():
-        return (root / name_or_path).resolve()
-    candidates = sorted(root.glob(f"{name_or_path}-*/{MANIFEST}")) if root.is_dir() else []
+def find_sweep(name_or_path: str, storage: str = "dynsweep_runs") -> SweepFolder:
+    """A sweep folder from its path or URI, its folder name, or an experiment name (its
+    newest sweep) under ``storage``."""
+    if is_uri(name_or_path) or Path(name_or_path, MANIFEST).is_file():
+        folder = SweepFolder.at(name_or_path)
+        if not folder.is_file(MANIFEST):
+            raise UserError(f"resume: {describe(name_or_path)} holds no {MANIFEST}")
+        return folder
+    root = SweepFolder.at(storage)
+    if root.child(name_or_path).is_file(MANIFEST):
+        return root.child(name_or_path)
+    names = sorted(
+        info.base_name
+        for info in root.list()
+        if info.type.name == "Directory" and info.base_name.startswith(f"{name_or_path}-")
+    )
+    candidates = [n for n in names if root.child(n).is_file(MANIFEST)]
     if not candidates:
         raise UserError(
             f"resume: no sweep {name_or_path!r}: expected a sweep folder holding "
-            f"{MANIFEST}, or the name of an experiment with sweeps under {root}/"
+            f"{MANIFEST} (a path or URI), or the name of an experiment with sweeps under "
+            f"{describe(root.location)}/ (set it with --storage)"
         )
-    return candidates[-1].parent.resolve()
+    return root.child(candidates[-1])
 
 
-def check_tune_state(sweep_dir: Path) -> None:
+def check_tune_state(folder: SweepFolder) -> None:
     """Refuse, naming the file, a Tune experiment state that ``Tuner.restore`` cannot read."""
-    states = sorted(sweep_dir.glob("experiment_state-*.json"))
+    where = describe(folder.location)
+    states = sorted(
+        info.base_name
+        for info in folder.list()
+        if info.base_name.startswith("experiment_state-") and info.base_name.endswith(".json")
+    )
     if not states:
         raise UserError(
-            f"{sweep_dir}: no Tune experiment state (experiment_state-*.json), so the sweep "
+            f"{where}: no Tune experiment state (experiment_state-*.json), so the sweep "
             "cannot be resumed; its MLflow runs are kept — run the experiment again to redo it"
         )
     try:
-        json.loads(states[-1].read_text())  # Tune reads the newest
+        json.loads(folder.read_text(states[-1]))  # Tune reads the newest
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(
-            f"{states[-1]}: damaged Tune experiment state ({exc}); the sweep cannot be resumed "
-            "from it (its MLflow runs and checkpoints are untouched)"
+            f"{where}/{states[-1]}: damaged Tune experiment state ({exc}); the sweep cannot be "
+            "resumed from it (its MLflow runs and checkpoints are untouched)"
         ) from None
-    tuner = sweep_dir / "tuner.pkl"
-    if not tuner.is_file() or tuner.stat().st_size == 0:
-        raise UserError(f"{tuner}: missing or empty; the sweep cannot be resumed from it")
+    if not folder.is_file("tuner.pkl") or folder.size("tuner.pkl") == 0:
+        raise UserError(f"{where}/tuner.pkl: missing or empty; the sweep cannot be resumed from it")
 
 
-def resume(name_or_path: str, address: str | None = None) -> SweepOutcome:
-    """Continue an interrupted sweep: finished trials stay, the others go on from checkpoints."""
-    sweep_dir = find_sweep_dir(name_or_path)
+def resume(
+    name_or_path: str, address: str | None = None, storage: str = "dynsweep_runs"
+) -> SweepOutcome:
+    """Continue an interrupted sweep: finished trials stay, the others go on from checkpoints.
+    Any machine that reaches the sweep's storage (and tracking store) can resume it."""
+    folder = find_sweep(name_or_path, storage)
     try:
-        setup = SweepSetup.from_json(json.loads((sweep_dir / MANIFEST).read_text()))
-    except (json.JSONDecodeError, TypeError, KeyError, ValidationError) as exc:
-        raise UserError(f"{sweep_dir / MANIFEST}: damaged sweep manifest ({exc})") from None
-    check_tune_state(sweep_dir)
+        setup = SweepSetup.from_json(json.loads(folder.read_text(MANIFEST)))
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, ValidationError) as exc:
+        raise UserError(
+            f"{describe(folder.location)}/{MANIFEST}: damaged sweep manifest ({exc})"
+        ) from None
+    check_tune_state(folder)
     tracking.check_reachable(setup.uri)
     init_ray(address)
-    return _execute(setup, sweep_dir, restore=True)
+    check_multi_node(setup.uri, tracking.artifact_location(setup.uri, setup.experiment_id))
+    return _execute(setup, folder, restore=True)
 
 
 def finish(outcome: SweepOutcome, error: str | None = None) -> None:

@@ -56,6 +56,11 @@ def default_artifact_root(uri: str) -> str | None:
     return None
 
 
+def artifact_location(uri: str, experiment_id: str) -> str | None:
+    """Where the artifacts of the experiment's runs go (a server's proxy: ``mlflow-artifacts:``)."""
+    return MlflowClient(uri).get_experiment(experiment_id).artifact_location
+
+
 def check_reachable(uri: str) -> None:
     """Raise a plain :class:`ConfigError` if the tracking store cannot be used."""
     if uri.startswith("sqlite:///"):

@@ -17,8 +17,6 @@ from dynsweep.errors import DataError
 from orchestrator.checkpoints import resume_state
 from tests.helpers import history, run_cli, store, sweep_runs, write_config
 
-pytestmark = pytest.mark.e2e
-
 
 def truncate(path, keep: float = 0.5) -> None:
     data = path.read_bytes()
@@ -41,6 +39,7 @@ def finished(tmp_path_factory, ray_session):
     return folder, cfg
 
 
+@pytest.mark.e2e
 def test_a_truncated_trajectory_chunk_is_named_and_the_rest_stays_readable(
     finished, capsys, monkeypatch
 ):
@@ -75,6 +74,7 @@ def test_a_truncated_trajectory_chunk_is_named_and_the_rest_stays_readable(
     assert history(client, damaged.info.run_id, "train/loss") == before  # metrics untouched
 
 
+@pytest.mark.e2e
 def test_a_damaged_tune_state_is_named_before_ray_starts(finished, tmp_path, capsys, no_ray):
     folder, _ = finished
     [sweep_dir] = (folder / "dynsweep_runs").iterdir()
@@ -99,7 +99,7 @@ def test_a_damaged_tune_state_is_named_before_ray_starts(finished, tmp_path, cap
     assert parents[0].info.status == "FINISHED" and len(children) == 2
 
 
-def test_a_damaged_newest_checkpoint_is_passed_over_and_all_damaged_is_an_error(tmp_path):
+def test_a_damaged_newest_checkpoint_is_passed_over_and_all_damaged_is_an_error(tmp_path, caplog):
     trial = "abc12_00003"
     for i, step in enumerate([20, 40, 60]):
         folder = tmp_path / f"trial_{trial}" / f"checkpoint_{i:06d}"
@@ -114,12 +114,12 @@ def test_a_damaged_newest_checkpoint_is_passed_over_and_all_damaged_is_an_error(
     state, damaged = resume_state(str(tmp_path), trial)
     assert state["loop"]["step"] == 60 and damaged == []
     truncate(newest)
-    with pytest.warns(UserWarning, match="resuming from an older checkpoint"):
-        state, damaged = resume_state(str(tmp_path), trial)
+    state, damaged = resume_state(str(tmp_path), trial)
+    assert "resuming from an older checkpoint" in caplog.text  # logged, for the trial's log
     assert state["loop"]["step"] == 40
     assert len(damaged) == 1 and f"{newest}: unreadable checkpoint" in damaged[0]
     for path in (tmp_path / f"trial_{trial}").glob("*/state.pt"):
         path.write_bytes(b"")
-    with pytest.warns(UserWarning), pytest.raises(DataError, match="no readable checkpoint"):
+    with pytest.raises(DataError, match="no readable checkpoint"):
         resume_state(str(tmp_path), trial)
     assert json.dumps(str(newest))  # the error text names each file (checked above)

@@ -139,7 +139,7 @@ def test_sigkilled_driver_is_finished_by_resume_past_a_truncated_checkpoint(work
     [interrupted] = [c for c in children if c.info.status == "RUNNING"]  # nobody could end it
     # As if the kill had hit while a checkpoint was being written: its newest one is truncated.
     sweep_dir = Path(parents[0].data.tags["dynsweep.sweep_dir"])
-    newest = on_disk(str(sweep_dir), interrupted.data.tags["dynsweep.trial_id"])[0]
+    newest = Path(on_disk(str(sweep_dir), interrupted.data.tags["dynsweep.trial_id"])[1][0])
     newest.write_bytes(newest.read_bytes()[:100])
 
     assert run_cli("resume", str(sweep_dir)) == 0

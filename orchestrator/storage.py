@@ -1,0 +1,137 @@
+"""Where a sweep's files live: a local folder, an NFS mount, or an object store.
+
+``storage:`` (and ``--storage``) is a folder or a URI that pyarrow understands: ``s3://bucket/
+prefix``, ``gs://bucket/prefix``, ``hdfs://…``. An S3-compatible store (MinIO, Ceph, a local
+test server) takes pyarrow's URI options, e.g. ``s3://bucket/runs?endpoint_override=
+127.0.0.1:9000&scheme=http``, or the ``AWS_ENDPOINT_URL`` environment variable; credentials come
+from the usual places (``AWS_ACCESS_KEY_ID``…, instance roles).
+
+Everything a sweep writes and reads later goes through a :class:`SweepFolder`: the manifest,
+Tune's experiment state and trial checkpoints (Tune is handed the same filesystem, so trials on
+any node write there) and the newest-readable-checkpoint search of ``resume``. Nothing needs a
+disk that the driver and the workers share.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pyarrow.fs as pafs
+
+from dynsweep.errors import ConfigError
+
+
+def is_uri(location: str) -> bool:
+    """A ``scheme://`` location other than a local ``file://`` one."""
+    scheme = urlsplit(location).scheme
+    return len(scheme) > 1 and scheme != "file"
+
+
+def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
+    if not is_uri(location):
+        local = location.removeprefix("file://")
+        return pafs.LocalFileSystem(), str(Path(local).expanduser().resolve())
+    try:
+        fs, path = pafs.FileSystem.from_uri(location)
+    except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise ConfigError(
+            f"storage: cannot use {describe(location)!r}: expected a folder or a URI such as "
+            f"s3://bucket/prefix or gs://bucket/prefix ({exc})"
+        ) from None
+    return fs, path.rstrip("/")
+
+
+@dataclass(frozen=True)
+class SweepFolder:
+    """One folder of the storage (a sweep's, or the storage root), with its filesystem.
+
+    ``location`` is what users see and what the manifest keeps (a local path or the URI,
+    options included); ``fs`` and ``path`` are what pyarrow (and Tune) use.
+    """
+
+    location: str
+    fs: pafs.FileSystem
+    path: str
+
+    @classmethod
+    def at(cls, location: str) -> SweepFolder:
+        fs, path = _filesystem(location)
+        if not is_uri(location):
+            location = path
+        return cls(location, fs, path)
+
+    @property
+    def local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.path)
+
+    def child(self, name: str) -> SweepFolder:
+        """The folder ``name`` inside this one (the URI's options kept)."""
+        if self.local:
+            return SweepFolder(str(Path(self.location) / name), self.fs, f"{self.path}/{name}")
+        parts = urlsplit(self.location)
+        path = parts.path.rstrip("/") + "/" + name
+        location = parts._replace(path=path).geturl()
+        return SweepFolder(location, self.fs, f"{self.path}/{name}")
+
+    def parent_path(self) -> str:
+        return posixpath.dirname(self.path)
+
+    # --- files ----------------------------------------------------------------------------
+    def file(self, name: str) -> str:
+        return f"{self.path}/{name}"
+
+    def exists(self, name: str = "") -> bool:
+        info = self.fs.get_file_info(self.file(name) if name else self.path)
+        return info.type != pafs.FileType.NotFound
+
+    def is_file(self, name: str) -> bool:
+        return self.fs.get_file_info(self.file(name)).type == pafs.FileType.File
+
+    def size(self, name: str) -> int:
+        return self.fs.get_file_info(self.file(name)).size or 0
+
+    def read_bytes(self, name: str) -> bytes:
+        with self.fs.open_input_stream(self.file(name)) as stream:
+            return stream.read()
+
+    def read_text(self, name: str) -> str:
+        return self.read_bytes(name).decode()
+
+    def write_text(self, name: str, text: str) -> None:
+        """Write a file whole (on a local disk through a rename, so readers never see half)."""
+        if self.local:
+            target = Path(self.file(name))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, target)
+            return
+        self.fs.create_dir(self.path, recursive=True)
+        with self.fs.open_output_stream(self.file(name)) as stream:  # an object put: atomic
+            stream.write(text.encode())
+
+    def list(self, recursive: bool = False) -> list[pafs.FileInfo]:
+        """What is in this folder (nothing when it does not exist)."""
+        selector = pafs.FileSelector(self.path, allow_not_found=True, recursive=recursive)
+        return self.fs.get_file_info(selector)
+
+    def open_bytes(self, path: str) -> io.BytesIO:
+        """A file of this filesystem (a path from :meth:`list`) read into memory."""
+        with self.fs.open_input_stream(path) as stream:
+            return io.BytesIO(stream.read())
+
+
+def describe(location: str) -> str:
+    """The location without URI options (endpoints, regions) for messages and tags."""
+    if not is_uri(location):
+        return location
+    return urlsplit(location)._replace(query="").geturl()
