@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -138,12 +139,16 @@ def local_artifact(client: MlflowClient, run_id: str, path: str) -> Path:
             raise DataError(f"run {run_id} has no artifact {path!r} (looked in {local})")
         return local
     cache = Path(os.environ.get("DYNSWEEP_CACHE", Path.home() / ".cache" / "dynsweep"))
-    dest = cache / "artifacts" / run_id
-    if not (dest / path).exists():
-        dest.mkdir(parents=True, exist_ok=True)
+    target = cache / "artifacts" / run_id / path
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        try:
-            client.download_artifacts(run_id, path, str(dest))
-        except Exception as exc:
-            raise DataError(f"run {run_id} has no artifact {path!r} ({exc})") from exc
-    return dest / path
+        # MLflow puts a downloaded folder under its last name: fetch it into a scratch folder
+        # beside the target, then rename (a reader never sees half a download).
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as scratch:
+            try:
+                got = client.download_artifacts(run_id, path, scratch)
+            except Exception as exc:
+                raise DataError(f"run {run_id} has no artifact {path!r} ({exc})") from exc
+            os.replace(got, target)
+    return target

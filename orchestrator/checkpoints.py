@@ -84,8 +84,8 @@ def resume_state(sweep_dir: str, trial_id: str) -> tuple[dict[str, Any] | None, 
     own = f"trial_{trial_id}"
     folder, files = on_disk(sweep_dir, trial_id)
     if checkpoint is not None:
-        folder = Path(checkpoint.path).parent.name
-        if not files or (folder != own and not folder.startswith(own + "_")):
+        owner = Path(checkpoint.path).parent.name  # the trial folder Tune restores from
+        if not files or (owner != own and not owner.startswith(own + "_")):
             with checkpoint.as_directory() as local:
                 return load_state(Path(local) / STATE_FILE), []
     damaged: list[str] = []

@@ -160,9 +160,10 @@ def read_trajectory_elsewhere(hidden: Path, server: str, run_id: str, cache: Pat
     out = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
          sys.executable, "-c", READ_ELSEWHERE, server, run_id],
-        capture_output=True, text=True, cwd=ROOT, check=True,
+        capture_output=True, text=True, cwd=ROOT,
         env={**os.environ, **S3_ENV, "DYNSWEEP_CACHE": str(cache)},
     )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-4000:]
     return yaml.safe_load(out.stdout.strip().splitlines()[-1])
 
 
