@@ -37,4 +37,7 @@ dynsweep server --host 0.0.0.0 --port 5000 \
 server=$!
 trap 'kill "$server" 2>/dev/null || true; ray stop || true' EXIT
 
-dynsweep sweep "$config" --address "${head_ip}:${port}" --tracking-uri "$MLFLOW_TRACKING_URI" "$@"
+# Sweep state and checkpoints where every node reaches them (a shared path, or s3://…).
+storage="${DYNSWEEP_STORAGE:-$HOME/dynsweep_runs}"
+dynsweep sweep "$config" --address "${head_ip}:${port}" --tracking-uri "$MLFLOW_TRACKING_URI" \
+  --storage "$storage" "$@"

@@ -119,8 +119,9 @@ def wait_while_running(proc: subprocess.Popen, predicate, timeout: float, what: 
         raise AssertionError(f"the driver ended before {what}:\n{proc.communicate()[0][-6000:]}")
 
 
-def running_at(client: MlflowClient, name: str, step: int, count: int) -> bool:
-    """``count`` runs of the experiment are RUNNING with metrics stored up to ``step``."""
+def running_at(client: MlflowClient, name: str, step: int, count: int, finished: int = 0) -> bool:
+    """``count`` runs of the experiment are RUNNING with metrics stored up to ``step``, and
+    ``finished`` runs are FINISHED."""
     if client.get_experiment_by_name(name) is None:
         return False
     _, children = sweep_runs(client, name)
@@ -129,7 +130,15 @@ def running_at(client: MlflowClient, name: str, step: int, count: int) -> bool:
         for c in children
         if c.info.status == "RUNNING"
     ]
-    return sum(s >= step for s in logged) >= count
+    done = sum(c.info.status == "FINISHED" for c in children)
+    return sum(s >= step for s in logged) >= count and done >= finished
+
+
+def _error(text: str | None) -> str | None:
+    """A run's error, with Tune's error file (on the head) when it names one."""
+    if text and text.rstrip().endswith("error.txt") and Path(text.split()[-1]).is_file():
+        return text + "\n" + Path(text.split()[-1]).read_text()[-3000:]
+    return text
 
 
 def check_runs(client: MlflowClient, name: str) -> list:
@@ -137,7 +146,7 @@ def check_runs(client: MlflowClient, name: str) -> list:
     parents, children = sweep_runs(client, name)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(children) == 4
-    errors = {c.info.run_name: c.data.tags.get("dynsweep.error") for c in children}
+    errors = {c.info.run_name: _error(c.data.tags.get("dynsweep.error")) for c in children}
     assert {c.info.status for c in children} == {"FINISHED"}, f"all FINISHED: {errors}"
     for c in children:
         steps = sorted(m.step for m in client.get_metric_history(c.info.run_id, "train/loss"))
@@ -210,7 +219,10 @@ def test_a_killed_driver_resumes_from_object_storage(services, cluster, driver_d
     proc = dynsweep(driver_dir, "sweep", str(cfg), "--address", cluster.address,
                     "--tracking-uri", server, "--no-analyze")  # fmt: skip
     wait_while_running(
-        proc, lambda: running_at(client, "driverloss", 25, 2), 300, "two trials past step 25"
+        proc,
+        lambda: running_at(client, "driverloss", 25, 1, finished=1),
+        300,
+        "a finished trial and a running one past step 25",
     )
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
@@ -226,13 +238,15 @@ def test_a_killed_driver_resumes_from_object_storage(services, cluster, driver_d
     elsewhere.mkdir()
     finish(dynsweep(elsewhere, "resume", sweep_uri, "--address", cluster.address))
 
-    children = check_runs(client, "driverloss")
-    assert set(before) == {c.info.run_id for c in children}, "no new runs"
-    for c in children:
-        old = before[c.info.run_id]
-        if old.info.status == "FINISHED":  # finished before the kill: not trained again
-            assert c.info.end_time == old.info.end_time
-            assert c.data.tags["dynsweep.attempts"] == old.data.tags["dynsweep.attempts"]
+    children = check_runs(client, "driverloss")  # one run per trial, all FINISHED
+    assert set(before) <= {c.info.run_id for c in children}, "the started trials kept their runs"
+    finished = [c for c in before.values() if c.info.status == "FINISHED"]
+    assert finished
+    now = {c.info.run_id: c for c in children}
+    for old in finished:  # finished before the kill: not trained again
+        c = now[old.info.run_id]
+        assert c.info.end_time == old.info.end_time
+        assert c.data.tags["dynsweep.attempts"] == old.data.tags["dynsweep.attempts"]
     weights = read_trajectory_elsewhere(driver_dir, server, children[0].info.run_id, tmp_path)
     assert weights == [0, STEPS, STEPS + 1]
 
