@@ -172,7 +172,11 @@ def _tuner(setup: SweepSetup, folder: SweepFolder, restore: bool):
             storage_path=folder.parent_path(),
             storage_filesystem=None if folder.local else folder.fs,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # On object storage every checkpoint is kept: deleting one and saving Tune's state
+            # are two uploads, and a driver killed between them leaves a state that names a
+            # deleted checkpoint, which Tune cannot restore (expire old ones with a bucket
+            # lifecycle rule). A local disk keeps the two newest.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2 if folder.local else None),
             callbacks=[
                 RunStatusCallback(setup.uri),
                 SweepProgress(spec.metric, trials, spec.stop.iterations),
