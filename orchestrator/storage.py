@@ -89,10 +89,6 @@ class SweepFolder:
     def file(self, name: str) -> str:
         return f"{self.path}/{name}"
 
-    def exists(self, name: str = "") -> bool:
-        info = self.fs.get_file_info(self.file(name) if name else self.path)
-        return info.type != pafs.FileType.NotFound
-
     def is_file(self, name: str) -> bool:
         return self.fs.get_file_info(self.file(name)).type == pafs.FileType.File
 
@@ -119,9 +115,9 @@ class SweepFolder:
         with self.fs.open_output_stream(self.file(name)) as stream:  # an object put: atomic
             stream.write(text.encode())
 
-    def list(self, recursive: bool = False) -> list[pafs.FileInfo]:
+    def list(self) -> list[pafs.FileInfo]:
         """What is in this folder (nothing when it does not exist)."""
-        selector = pafs.FileSelector(self.path, allow_not_found=True, recursive=recursive)
+        selector = pafs.FileSelector(self.path, allow_not_found=True)
         return self.fs.get_file_info(selector)
 
     def open_bytes(self, path: str) -> io.BytesIO:

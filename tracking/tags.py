@@ -7,8 +7,6 @@ orchestrator, ``analysis.io``, the tests) import the names from here rather than
 
 from __future__ import annotations
 
-PREFIX = "dynsweep."
-
 # A trial's child run
 TRIAL = "dynsweep.trial_id"  # Tune's trial id (stable across retries and resume)
 PACK = "dynsweep.pack"  # the packed Tune trial a member run belongs to
