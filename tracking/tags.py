@@ -2,7 +2,8 @@
 
 Run tags (child runs of trials, parent runs of sweeps) carry dynsweep's own state: which Tune
 trial a run belongs to, how far its metrics were logged, why it stopped. Readers (the
-orchestrator, ``analysis.io``, the tests) import the names from here rather than spelling them.
+orchestrator, ``analysis.io``) import the names from here rather than spelling them (the
+tests spell them out, so a renamed tag fails them).
 """
 
 from __future__ import annotations
