@@ -49,7 +49,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a sweep: validate CONFIG, run its trials on Ray Tune, "
         "log every trial to MLflow, then run its analysis steps.",
     )
-    p.add_argument("config", help="experiment YAML (e.g. configs/quickstart.yaml)")
+    p.add_argument(
+        "config",
+        nargs="+",
+        help="experiment YAML (e.g. configs/quickstart.yaml); several run as stages, in order, "
+        "each after the one before has finished (a stage draws on an earlier one's runs "
+        "with {runs: {experiment: …}})",
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -57,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="override a field, e.g. --set stop.iterations=50 (repeatable; the "
-        "value is YAML: --set 'config.optimizer.lr={grid: [0.1, 0.01]}')",
+        "value is YAML: --set 'config.optimizer.lr={grid: [0.1, 0.01]}'; with several "
+        "configs it applies to each, --set 2:KEY=VALUE to the second only)",
     )
     p.add_argument(
         "--dry-run",
@@ -232,16 +239,30 @@ def _print_analysis(outcomes, shown_metrics: int = 6) -> None:
 
 
 def _cmd_sweep(args) -> int:
-    from orchestrator import sweep
+    from orchestrator import chain, sweep
     from orchestrator.spec import load_spec
 
     overrides = [*args.overrides, *([f"storage={args.storage}"] if args.storage else [])]
-    spec = load_spec(args.config, overrides)
+    # every stage valid before any starts; --set N:KEY=VALUE overrides stage N only
+    specs = [
+        load_spec(path, chain.stage_overrides(overrides, i + 1, len(args.config)))
+        for i, path in enumerate(args.config)
+    ]
     if args.dry_run:
-        print(sweep.plan(spec))
+        print("\n\n".join(sweep.plan(spec) for spec in specs))
         return 0
-    outcome = sweep.run(spec, address=args.address, tracking_uri=args.tracking_uri)
-    return _finish_sweep(outcome, args.analyze)
+    for i, spec in enumerate(specs):
+        if len(specs) > 1:
+            print(f"\n== stage {i + 1}/{len(specs)}: {args.config[i]} ==")
+        outcome = sweep.run(spec, address=args.address, tracking_uri=args.tracking_uri)
+        status = _finish_sweep(outcome, args.analyze)
+        if status != 0:
+            if i + 1 < len(specs):
+                print(
+                    f"stage {i + 1} did not finish; not starting: {' '.join(args.config[i + 1 :])}"
+                )
+            return status
+    return 0
 
 
 def _cmd_resume(args) -> int:

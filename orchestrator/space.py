@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dynsweep.errors import ConfigError
+from orchestrator import chain
 
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 Path = tuple[str | int, ...]
@@ -88,6 +89,8 @@ def parse(obj: Any, path: Path = ()) -> Any:
             ((key, value),) = obj.items()
             if key in KINDS:
                 return _parse_domain(key, value, path)
+            if key == chain.KEY:
+                return chain.parse(value, f"{dotted(path)}.{key}")
         return {k: parse(v, (*path, k)) for k, v in obj.items()}
     if isinstance(obj, list):
         return [parse(v, (*path, i)) for i, v in enumerate(obj)]
@@ -111,6 +114,8 @@ def substitute(obj: Any, chosen: dict[Path, Any] | None = None, path: Path = ())
     chosen = chosen or {}
     if isinstance(obj, Domain):
         return chosen.get(path, obj.corners()[0])
+    if isinstance(obj, chain.RunsQuery):
+        return obj.placeholder()
     if isinstance(obj, dict):
         return {k: substitute(v, chosen, (*path, k)) for k, v in obj.items()}
     if isinstance(obj, list):
@@ -134,6 +139,8 @@ def to_tune(obj: Any) -> Any:
     """The Tune param space (nested dicts with Tune domains)."""
     if isinstance(obj, Domain):
         return obj.to_tune()
+    if isinstance(obj, chain.RunsQuery):
+        raise ConfigError(f"a runs query was not answered before Ray: {obj.describe()}")
     if isinstance(obj, dict):
         return {k: to_tune(v) for k, v in obj.items()}
     if isinstance(obj, list):
@@ -147,6 +154,8 @@ def to_plain(obj: Any) -> Any:
     """The DSL form again (for printing and saving the resolved spec)."""
     if isinstance(obj, Domain):
         return obj.to_plain()
+    if isinstance(obj, chain.RunsQuery):
+        return {chain.KEY: obj.model_dump(exclude_defaults=True)}
     if isinstance(obj, dict):
         return {k: to_plain(v) for k, v in obj.items()}
     if isinstance(obj, list):

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 import tracking
 from dynsweep import logs
 from dynsweep.errors import ConfigError, UserError
-from orchestrator import budget, registry, space
+from orchestrator import budget, chain, registry, space
 from orchestrator.context import SweepSetup
 from orchestrator.driver import INTERRUPTED, interruptible, quiet_tune
 from orchestrator.nodes import check_multi_node
@@ -60,13 +60,19 @@ def plan(spec: ExperimentSpec) -> str:
         f"  {space.dotted(p)}: {d.kind} {list(d.values)}"
         for p, d in space.domains(spec.parsed_space())
     ]
+    drawn = chain.queries(spec.config)
+    times = " × the runs drawn below" if any(q.form == "grid" for _, q in drawn) else ""
+    dims += [
+        f"  config.{space.dotted(p)}: {q.form} of {q.describe()} (answered when the sweep starts)"
+        for p, q in drawn
+    ]
     return "\n".join(
         [
             "# resolved experiment",
             dump_yaml(spec).rstrip(),
             "",
-            f"trials: {n} ({spec.search.algorithm} search, {spec.scheduler.name} scheduler)"
-            + _packing(spec),
+            f"trials: {n}{times} "
+            f"({spec.search.algorithm} search, {spec.scheduler.name} scheduler)" + _packing(spec),
             "search dimensions:",
             *(dims or ["  (none)"]),
             f"resources per trial: {_resources(res)}; concurrent trials: {concurrent}",
@@ -242,7 +248,7 @@ def run(
         tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or spec.tracking.uri
     )
     tracking.check_reachable(uri)
-    spec = _with_references(spec, uri)
+    spec = _with_references(_with_runs(spec, uri), uri)
     prepare_data(spec)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = SweepFolder.at(spec.storage).child(f"{spec.name}-{stamp}")
@@ -280,6 +286,17 @@ def run(
     )
     _write_manifest(folder, setup)
     return _execute(setup, folder, restore=False)
+
+
+def _with_runs(spec: ExperimentSpec, uri: str) -> ExperimentSpec:
+    """Answer the config's ``{runs: …}`` queries (see :mod:`orchestrator.chain`) and
+    validate the result as a new spec."""
+    from orchestrator.spec import load_spec
+
+    if not chain.queries(spec.config):
+        return spec
+    raw = spec.model_dump(mode="json")
+    return load_spec(raw={**raw, "config": chain.resolve(raw["config"], uri)})
 
 
 def _with_references(spec: ExperimentSpec, uri: str) -> ExperimentSpec:

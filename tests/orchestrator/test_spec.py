@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,6 @@ def test_unreachable_ray_address_is_reported_plainly(workdir, capsys, no_ray):
 def test_every_shipped_config_is_valid(path):
     spec = load_spec(path)
     assert spec.num_trials() >= 1
+    # runs as shipped: nothing in a value for the user to fill in first
+    values = json.dumps(spec.config)
+    assert not re.search(r"REPLACE|RUN_ID|RUN_[AB]\b", values), values
