@@ -107,7 +107,12 @@ class _Scaled(ForwardProcess):
 
 
 class ConstantVelocity(_Scaled):
-    """T(t) = (1 − t/K) I: every pixel moves to 0 at a constant speed."""
+    """T(t) = (1 − t/K) I: every pixel moves to 0 at a constant speed.
+
+    The linear-models-diffusion fork's README formula 4 ("constant velocity as varying
+    brightness", u_t = u_0 − (b t/K) u_0) with b = 1, not its code (``ramp``: a shift of
+    +0.001 (t − 1)/K on the diagonal pixels; ``darkening``: b = 0.7, clamped to [0, 1]).
+    """
 
     name = "constant_velocity"
 
@@ -116,7 +121,14 @@ class ConstantVelocity(_Scaled):
 
 
 class ConstantDeceleration(_Scaled):
-    """T(t) = (1 − t/K)² I: a particle decelerating uniformly to rest at the origin at t = K."""
+    """T(t) = (1 − t/K)² I: a particle decelerating uniformly to rest at the origin at t = K.
+
+    The fork's README formula 5, u_t = u_0 − (b t/K) u_0 + (b t²/(2K²)) u_0, with b = 2. That
+    README is self-inconsistent: its formula comes to rest at (1 − b/2) u_0, not the
+    (1 − b)/2 u_0 it states; b = 2 is the one choice that comes to rest at 0, as
+    ``constant_velocity`` ends at 0. The fork's code (``decelerating_ramp``) is a shift of the
+    diagonal pixels whose t² coefficient is 1/K of the README's, so never comes to rest.
+    """
 
     name = "constant_deceleration"
 

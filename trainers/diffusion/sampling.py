@@ -1,5 +1,6 @@
 """Sampling from a trained reverse process: u_K from the forward process of data (+ δ noise),
-then for k = K..1: μ = u + f(u, k), u = μ + δ ε.
+then for k = K..1: μ = u + f(u, k), u = μ + δ ε, except at k = 1, which returns the mean μ
+(as the original's sampler does; ``final_noise=True`` adds the last δ ε too).
 
 Modes (``n`` samples each):
 - ``random``: its own data image and its own noise per sample;
@@ -29,7 +30,7 @@ Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class Samples:
     images: torch.Tensor  # n×C×H×W, u_0
     start: torch.Tensor  # n×C×H×W, u_K
-    noise: torch.Tensor  # K×n×C×H×W, the ε of each step (k = K..1)
+    noise: torch.Tensor  # K×n×C×H×W, the ε of each step (k = K..1; k = 1's only if final_noise)
 
 
 def _pair_mix(a: torch.Tensor, b: torch.Tensor, n: int, circle: bool) -> torch.Tensor:
@@ -48,8 +49,12 @@ def sample(
     delta: float,
     mode: Mode = "random",
     generator: torch.Generator | None = None,
+    final_noise: bool = False,
 ) -> Samples:
-    """Draw ``n`` samples; ``data`` are images whose forward process starts the chains."""
+    """Draw ``n`` samples; ``data`` are images whose forward process starts the chains.
+
+    The last step returns its mean μ(u_1) unless ``final_noise`` (this module's behaviour
+    before it matched the original)."""
     if mode not in MODES:
         raise ValueError(f"sampling mode: expected one of {MODES}, got {mode!r}")
     K, shape, device = forward.K, data.shape[1:], data.device
@@ -84,7 +89,9 @@ def sample(
     u = start
     for i, k in enumerate(range(K, 0, -1)):
         ks = torch.full((n,), k, dtype=torch.long, device=device)
-        u = u + model(u, ks) + delta * noise[i]
+        u = u + model(u, ks)
+        if k > 1 or final_noise:
+            u = u + delta * noise[i]
     return Samples(images=u, start=start, noise=noise)
 
 

@@ -2,9 +2,12 @@
 
 Per step: draw k ∈ {1..K}, ũ = u_k + σ ε, predict u_{k−1} as ũ + f(ũ, k); loss = squared
 error summed over pixels, batch mean (``train/loss``), Adam with linear warmup, gradient-norm
-clipping and an EMA copy of the weights. Per evaluation: ``val/loss`` of the EMA model on a
-fixed validation batch with fixed levels and noise, and (``elbo_images > 0``) the negative ELBO
-in bits per dimension (``val/elbo_bpd``). At the end: one sample grid per sampling mode.
+clipping and an EMA copy of the weights (decay min(ema, (1 + n)/(10 + n)) at update n, the
+original's warm-up; ``optimizer.ema_warmup: false`` keeps it at ``ema``). Per evaluation:
+``val/loss`` of the EMA model on a fixed validation batch with fixed levels and noise, and
+(``elbo_images > 0``) the negative ELBO in bits per dimension (``val/elbo_bpd``; its prior
+term L_K by ``elbo_prior``, see :mod:`trainers.diffusion.elbo`). At the end: one sample grid
+per sampling mode.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pydantic import Field, model_validator
 
 from trainers.base import Context, Trainer, TrainerConfig, parameter_columns
 from trainers.data import DATASETS, Batches, image_shape, load_dataset
-from trainers.diffusion.elbo import elbo
+from trainers.diffusion.elbo import PriorTerm, elbo
 from trainers.diffusion.forward import ForwardConfig, build_forward
 from trainers.diffusion.sampling import Mode, image_grid, sample
 from trainers.diffusion.unet import UNet, UNetConfig
@@ -31,6 +34,7 @@ class DiffusionOptimizer(TrainerConfig):
     warmup: int = Field(5000, ge=0)  # steps of linear learning-rate warmup
     grad_clip: float = Field(1.0, gt=0)
     ema: float = Field(0.999, ge=0, lt=1)
+    ema_warmup: bool = True  # decay min(ema, (1 + n)/(10 + n)) at update n, as the original
 
 
 class DiffusionConfig(TrainerConfig):
@@ -44,6 +48,7 @@ class DiffusionConfig(TrainerConfig):
     optimizer: DiffusionOptimizer = DiffusionOptimizer()
     eval_batch: int = Field(256, ge=1)
     elbo_images: int = Field(0, ge=0)  # > 0: val/elbo_bpd on this many validation images
+    elbo_prior: PriorTerm = "upper_bound"  # L_K: the original's analytic bound, or monte_carlo
     autocast_bf16: bool = False  # train under torch.autocast(bfloat16)
     compile: bool = False  # torch.compile the training forward pass
     samples: int = Field(36, ge=0)  # images per sample grid at the end (0: none)
@@ -135,6 +140,8 @@ class DiffusionTrainer(Trainer):
         self.steps += 1
         with torch.no_grad(), self.engine.full_parameters():
             decay = cfg.optimizer.ema
+            if cfg.optimizer.ema_warmup:  # self.steps is n, the number of this update
+                decay = min(decay, (1 + self.steps) / (10 + self.steps))
             for e, p in zip(self.ema.parameters(), self.engine.module.parameters()):
                 e.lerp_(p.detach().float(), 1 - decay)
         return {"train/loss": loss.item(), "train/grad_norm": grad_norm, "train/lr": lr}
@@ -156,7 +163,9 @@ class DiffusionTrainer(Trainer):
         """The negative ELBO terms of images ``x`` under the EMA model."""
         cfg = self.config
         gen = torch.Generator().manual_seed(seed)
-        return elbo(self.ema, self.forward, x, self.train_x, cfg.sigma, cfg.delta, gen)
+        return elbo(
+            self.ema, self.forward, x, self.train_x, cfg.sigma, cfg.delta, gen, cfg.elbo_prior
+        )
 
     def sample(self, n: int, mode: Mode = "random", seed: int = 0):
         """``n`` samples of the EMA model (see :func:`trainers.diffusion.sampling.sample`)."""
@@ -207,13 +216,25 @@ class DiffusionTrainer(Trainer):
         return {"model": self.ema.state_dict()}
 
 
-def load_exported(checkpoint: dict[str, Any], data_dir: Path, workdir: Path) -> DiffusionTrainer:
-    """A trainer (data, forward process, EMA model) rebuilt from a run's ``model/model.pt``."""
+def load_exported(
+    checkpoint: dict[str, Any],
+    data_dir: Path,
+    workdir: Path,
+    device: torch.device | str = "cpu",
+) -> DiffusionTrainer:
+    """A trainer (data, forward process, EMA model) rebuilt from a run's ``model/model.pt``,
+    on ``device``.
+
+    Models exported before ``model.upsample_conv`` existed have no conv after upsampling; their
+    config, which lacks the field, is read with it off."""
     from trainers.local import LocalContext
 
     if checkpoint.get("trainer") != "diffusion":
         raise ValueError(f"expected a diffusion model, got trainer {checkpoint.get('trainer')!r}")
-    trainer = DiffusionTrainer(DiffusionConfig.model_validate(checkpoint["config"]))
-    trainer.setup(LocalContext(workdir, seed=int(checkpoint["seed"]), data_dir=data_dir))
+    config = dict(checkpoint["config"])
+    config["model"] = {"upsample_conv": False, **config.get("model", {})}
+    trainer = DiffusionTrainer(DiffusionConfig.model_validate(config))
+    seed, device = int(checkpoint["seed"]), torch.device(device)
+    trainer.setup(LocalContext(workdir, seed=seed, data_dir=data_dir, device=device))
     trainer.ema.load_state_dict(checkpoint["state"]["model"])
     return trainer

@@ -1,8 +1,10 @@
 """An ADM-style U-Net (Dhariwal & Nichol 2021), as used by the inverse-heat-dissipation paper.
 
 Time-step embedding, residual blocks with GroupNorm and the embedding added in, self-attention
-at chosen levels, and zero-initialised output convolutions, so the untrained network predicts
-a zero residual (prediction = input).
+at chosen levels, strided-convolution downsampling, nearest-neighbour upsampling followed by a
+3×3 convolution (the original's ``conv_resample=True``; ``upsample_conv: false`` drops it, the
+layout of checkpoints exported before the option existed), and zero-initialised output
+convolutions, so the untrained network predicts a zero residual (prediction = input).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class UNetConfig(TrainerConfig):
     num_res_blocks: int = Field(4, ge=1)
     attention_levels: tuple[int, ...] = (2,)
     dropout: float = Field(0.1, ge=0, lt=1)
+    upsample_conv: bool = True  # a 3×3 conv after each upsampling, as the original's U-Net
 
 
 def _norm(ch: int) -> nn.GroupNorm:
@@ -78,6 +81,17 @@ class Attention(nn.Module):
         return x + self.proj(out).reshape(b, c, h, w)
 
 
+class Upsample(nn.Module):
+    """Nearest-neighbour upsampling to the next skip's size, then (``conv``) a 3×3 conv."""
+
+    def __init__(self, ch: int, conv: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1) if conv else nn.Identity()
+
+    def forward(self, h: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        return self.conv(F.interpolate(h, size=size, mode="nearest"))
+
+
 class UNet(nn.Module):
     """f(u, k): the residual that moves u_k towards u_{k−1}; same shape as ``u``."""
 
@@ -111,7 +125,7 @@ class UNet(nn.Module):
                 self.up.append(self._block(cur + skips.pop(), ch * mult, emb, level, config))
                 cur = ch * mult
                 if level > 0 and i == config.num_res_blocks:
-                    self.up.append(nn.Upsample(scale_factor=2, mode="nearest"))
+                    self.up.append(Upsample(cur, config.upsample_conv))
         self.out = nn.Sequential(
             _norm(cur), nn.SiLU(), _zero(nn.Conv2d(cur, in_channels, 3, padding=1))
         )
@@ -140,8 +154,8 @@ class UNet(nn.Module):
         for layer in self.middle:
             h = self._run(layer, h, emb)
         for layer in self.up:
-            if isinstance(layer, nn.Upsample):
-                h = F.interpolate(h, size=hs[-1].shape[-2:], mode="nearest")
+            if isinstance(layer, Upsample):
+                h = layer(h, hs[-1].shape[-2:])
                 continue
             h = self._run(layer, torch.cat([h, hs.pop()], 1), emb)
         return self.out(h)
