@@ -6,6 +6,12 @@ are downloaded once) or, with no network, the hidden features of a classifier tr
 dynsweep's own ``classifier`` trainer (``extractor: classifier``, ``classifier:`` its run id or
 ``model.pt``). Reference statistics are computed once per (dataset, split, extractor) and
 cached in ``~/.cache/dynsweep/fid``.
+
+Both run on ``device`` (default ``cpu``): the model, its sampling, the extractor and the
+reference statistics. The analysis runner gives them ``cuda`` when the sweep's
+``resources.analysis_gpus`` gives their Ray tasks a GPU. With the classifier extractor the
+images stay on the device from sampling to features; Inception features go through clean-fid's
+own per-image "clean" resize on the CPU, which is what makes its numbers comparable.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from torch import nn
 from analysis.base import StepResult
 from dynsweep.errors import DataError
 from dynsweep.progress import Bar
+
+CPU = torch.device("cpu")
 
 
 def cache_dir() -> Path:
@@ -120,10 +128,26 @@ def _load_model(ref: str) -> dict[str, Any]:
 
 
 def features(
-    batches: Iterator[torch.Tensor], n: int, batch_size: int, extractor, resize
+    batches: Iterator[torch.Tensor],
+    n: int,
+    batch_size: int,
+    extractor,
+    resize,
+    device: torch.device = CPU,
 ) -> np.ndarray:
-    """Features of ``n`` images (N×C×H×W in [0, 1]) through clean-fid's pipeline."""
+    """Features of ``n`` images (N×C×H×W in [0, 1]) through clean-fid's pipeline (the
+    classifier extractor: the same values, computed on ``device`` without leaving it)."""
     from cleanfid import fid as cleanfid
+
+    if isinstance(extractor, ClassifierFeatures):
+        out, seen = [], 0
+        for batch in batches:
+            images = batch.to(device).float().clamp(0, 1) * 255
+            out.append(extractor(images).float().cpu().numpy())
+            seen += len(batch)
+            if seen >= n:
+                break
+        return np.concatenate(out)[:n]
 
     padded = _rebatch(batches, batch_size)
 
@@ -138,7 +162,7 @@ def features(
         z_dim=1,
         num_gen=n,
         batch_size=batch_size,
-        device=torch.device("cpu"),
+        device=device,
         verbose=False,
         custom_fn_resize=resize,
     )
@@ -155,23 +179,31 @@ def frechet(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) 
     return float(cleanfid.frechet_distance(*a, *b))
 
 
-def fid_between(a: torch.Tensor, b: torch.Tensor, extractor, resize, batch_size=250) -> float:
+def fid_between(
+    a: torch.Tensor, b: torch.Tensor, extractor, resize, batch_size=250, device=CPU
+) -> float:
     """FID between two image sets (N×C×H×W in [0, 1])."""
 
-    fa = features(iter(a.split(batch_size)), len(a), batch_size, extractor, resize)
-    fb = features(iter(b.split(batch_size)), len(b), batch_size, extractor, resize)
+    fa = features(iter(a.split(batch_size)), len(a), batch_size, extractor, resize, device)
+    fb = features(iter(b.split(batch_size)), len(b), batch_size, extractor, resize, device)
     return frechet(statistics(fa), statistics(fb))
 
 
 def reference_statistics(
-    images: torch.Tensor, key: str, extractor, resize, batch_size: int
+    images: torch.Tensor,
+    key: str,
+    extractor,
+    resize,
+    batch_size: int,
+    device: torch.device = CPU,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and covariance of a dataset split's features, cached under ``key``."""
     path = cache_dir() / f"{key}.npz"
     if path.exists():
         cached = np.load(path)
         return cached["mu"], cached["sigma"]
-    feats = features(iter(images.split(batch_size)), len(images), batch_size, extractor, resize)
+    batches = iter(images.split(batch_size))
+    feats = features(batches, len(images), batch_size, extractor, resize, device)
     mu, sigma = statistics(feats)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path.with_suffix(".tmp.npz"), mu=mu, sigma=sigma)
@@ -179,10 +211,10 @@ def reference_statistics(
     return mu, sigma
 
 
-def _diffusion(checkpoint: dict[str, Any], data_dir: str, workdir: Path):
+def _diffusion(checkpoint: dict[str, Any], data_dir: str, workdir: Path, device: torch.device):
     from trainers.diffusion.trainer import load_exported
 
-    return load_exported(checkpoint, Path(data_dir), workdir)
+    return load_exported(checkpoint, Path(data_dir), workdir, device=device)
 
 
 class FID:
@@ -190,7 +222,7 @@ class FID:
 
     Result metrics: ``fid``. Parameters: ``extractor`` (inception | classifier), ``classifier``
     (run id or model.pt, for the classifier extractor; default ``auto``: trained here once),
-    sampling ``mode``, ``seed``.
+    sampling ``mode``, ``seed``, ``device`` (set by the runner from ``resources.analysis_gpus``).
     """
 
     input_kind: ClassVar[str] = "model"
@@ -204,21 +236,29 @@ class FID:
         batch_size: int = 250,
         seed: int = 0,
         data_dir: str = "data",
+        device: str = "cpu",
     ) -> None:
         if samples < 2:
             raise ValueError("samples: FID needs at least 2 samples")
         self.samples, self.extractor, self.classifier = samples, extractor, classifier
         self.mode, self.batch_size, self.seed, self.data_dir = mode, batch_size, seed, data_dir
+        self.device = torch.device(device)
 
     def fit(self, checkpoint: dict[str, Any]) -> StepResult:
         with tempfile.TemporaryDirectory() as tmp:
-            trainer = _diffusion(checkpoint, self.data_dir, Path(tmp))
+            trainer = _diffusion(checkpoint, self.data_dir, Path(tmp), self.device)
         dataset = trainer.config.dataset
         extractor, name, resize = build_extractor(
-            self.extractor, self.classifier, trainer.device, dataset, self.data_dir
+            self.extractor, self.classifier, self.device, dataset, self.data_dir
         )
+        extractor = extractor.to(self.device)
         ref = reference_statistics(
-            trainer.train_x, f"{dataset}-train-{name}", extractor, resize, self.batch_size
+            trainer.train_x,
+            f"{dataset}-train-{name}",
+            extractor,
+            resize,
+            self.batch_size,
+            self.device,
         )
         sizes = [self.batch_size] * (self.samples // self.batch_size)
         sizes += [self.samples % self.batch_size] if self.samples % self.batch_size else []
@@ -230,7 +270,9 @@ class FID:
                     bar.update(n)
                     yield images
 
-            feats = features(batches(), self.samples, self.batch_size, extractor, resize)
+            feats = features(
+                batches(), self.samples, self.batch_size, extractor, resize, self.device
+            )
         value = frechet(statistics(feats), ref)
         return StepResult({"fid": value}, {"fid": {"extractor": [name], "samples": [self.samples]}})
 
@@ -247,14 +289,17 @@ class ELBO:
 
     input_kind: ClassVar[str] = "model"
 
-    def __init__(self, images: int = 256, seed: int = 0, data_dir: str = "data") -> None:
+    def __init__(
+        self, images: int = 256, seed: int = 0, data_dir: str = "data", device: str = "cpu"
+    ) -> None:
         if images < 1:
             raise ValueError("images: at least 1")
         self.images, self.seed, self.data_dir = images, seed, data_dir
+        self.device = torch.device(device)
 
     def fit(self, checkpoint: dict[str, Any]) -> StepResult:
         with tempfile.TemporaryDirectory() as tmp:
-            trainer = _diffusion(checkpoint, self.data_dir, Path(tmp))
+            trainer = _diffusion(checkpoint, self.data_dir, Path(tmp), self.device)
         cfg = trainer.config
         terms = trainer.elbo(trainer.val_x[: self.images], self.seed)
         metrics = {

@@ -66,6 +66,11 @@ def load_input(kind: str, inputs, uri: str, run_id: str) -> tuple[Any, Any]:
     return (values[keys[0]] if isinstance(inputs, str) else values), steps
 
 
+def device_for(gpus: float) -> str:
+    """The device a model step's task uses: ``cuda`` when its task was given GPUs."""
+    return "cuda" if gpus > 0 else "cpu"
+
+
 def _fit_one(step: str, params: dict[str, Any], inputs, uri: str, run_id: str):
     """Ray task: fit one step on one run's input."""
     try:
@@ -86,14 +91,19 @@ def analyze(
     sweep: str | None = None,
     data_dir: str | None = None,
     force: bool = False,
+    gpus: float = 0.0,
 ) -> list[AnalysisOutcome]:
     """Run ``steps`` (a list of AnalysisStepSpec) on the finished runs of a sweep, then write
-    the sweep's summary to its parent run."""
+    the sweep's summary to its parent run.
+
+    ``gpus``: GPUs per task of a step that uses a model (``fid``, ``elbo``: their model,
+    sampling and feature extractor run on ``cuda`` there); the other steps take one CPU."""
     parent = find_sweep(experiment, sweep, uri)
     runs = find_runs(experiment, sweep=parent.info.run_id, status="FINISHED", uri=uri)
     if not ray.is_initialized():  # Ray's and MLflow's log levels as the CLI set them
         ray.init(include_dashboard=False, **logs.ray_init_options())
     task = ray.remote(num_cpus=1, max_retries=1)(_fit_one)
+    on_device = task.options(num_gpus=gpus) if gpus > 0 else task
     outcomes, pending = [], {}
     for run in runs:
         for spec in steps:
@@ -107,7 +117,9 @@ def analyze(
                     AnalysisOutcome(run.info.run_id, run.info.run_name, name, kept, skipped=True)
                 )
                 continue
-            ref = task.remote(spec.step, _params(spec, data_dir), spec.input, uri, run.info.run_id)
+            params, uses_model = _params(spec, data_dir, gpus)
+            remote = on_device if uses_model else task
+            ref = remote.remote(spec.step, params, spec.input, uri, run.info.run_id)
             pending[ref] = (run, name, digest)
     with Bar("analysis", len(pending)) as bar:
         while pending:
@@ -133,9 +145,15 @@ def _summarise(uri: str, parent, experiment: str) -> None:
         tracking.log_sweep_analysis(uri, parent.info.run_id, csv_text, figures)
 
 
-def _params(spec, data_dir: str | None) -> dict[str, Any]:
+def _params(spec, data_dir: str | None, gpus: float = 0.0) -> tuple[dict[str, Any], bool]:
+    """The step's parameters, with ``data_dir`` and (steps that run a model) ``device``
+    filled in unless given; and whether the step's task needs the analysis GPUs."""
     params = dict(spec.params)
     cls = get_analysis_step(spec.step)
-    if data_dir and "data_dir" in inspect.signature(cls).parameters:
+    accepted = inspect.signature(cls).parameters
+    if data_dir and "data_dir" in accepted:
         params.setdefault("data_dir", str(Path(data_dir).resolve()))
-    return params
+    uses_model = getattr(cls, "input_kind", "metric") == "model" and "device" in accepted
+    if uses_model:
+        params.setdefault("device", device_for(gpus))
+    return params, uses_model

@@ -65,6 +65,10 @@ def configure(verbose: bool = False) -> None:
         os.environ[MLFLOW_LEVEL_ENV] = "INFO"
     else:  # a level the user chose is kept
         os.environ.setdefault(MLFLOW_LEVEL_ENV, "WARNING")
+        # Ray's autoscaler repeats "No available node types can fulfill resource request"
+        # every half minute while a trial cannot be placed; the sweep says it once itself
+        # (orchestrator.progress.PendingWatch). Read by ray when it is imported.
+        os.environ.setdefault("RAY_SCHEDULER_EVENTS", "0")
     if "mlflow" in sys.modules:  # imported already: its level was read from the environment
         logging.getLogger("mlflow").setLevel(os.environ[MLFLOW_LEVEL_ENV].upper())
     if "ray" in sys.modules:  # (importing ray sets its logger to INFO: see apply_ray_level)

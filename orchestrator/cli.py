@@ -202,6 +202,9 @@ def _finish_sweep(outcome, run_analysis: bool = True) -> int:
     from tracking.secrets import redact
 
     print(redact(sweep_summary(outcome)))
+    if outcome.status == "FAILED":
+        print(f"dynsweep: the sweep failed: {outcome.error}", file=sys.stderr)
+        return 1
     if outcome.status != "FINISHED":
         return 130
     spec = outcome.setup.spec
@@ -213,6 +216,7 @@ def _finish_sweep(outcome, run_analysis: bool = True) -> int:
                 outcome.setup.uri,
                 sweep=outcome.setup.parent_run_id,
                 data_dir=outcome.setup.data_dir,
+                gpus=spec.resources.analysis_gpus,
             )
         )
     finish(outcome)
@@ -249,7 +253,9 @@ def _cmd_sweep(args) -> int:
         for i, path in enumerate(args.config)
     ]
     if args.dry_run:
-        print("\n\n".join(sweep.plan(spec) for spec in specs))
+        from orchestrator.plan import plan
+
+        print("\n\n".join(plan(spec) for spec in specs))
         return 0
     for i, spec in enumerate(specs):
         if len(specs) > 1:
@@ -293,23 +299,26 @@ def _cmd_runs(args) -> int:
 
 def _cmd_analyze(args) -> int:
     from analysis.runner import analyze
+    from orchestrator.devices import check_local
     from orchestrator.spec import AnalysisStepSpec, load_spec
     from orchestrator.sweep import init_ray
 
+    gpus = 0.0
     if args.config:
         spec = load_spec(args.config, args.overrides)
         experiment, steps = spec.experiment_name(), spec.analysis
         uri = _uri(args.tracking_uri or spec.tracking.uri)
-        data_dir = spec.data_dir
+        data_dir, gpus = spec.data_dir, spec.resources.analysis_gpus
         if not steps:
             raise UserError(f"{args.config}: has no 'analysis' steps")
+        check_local(spec, args.address, trials=False)
     else:
         experiment, steps = args.experiment, (AnalysisStepSpec(step="edm"),)
         uri = _uri(args.tracking_uri)
         data_dir = "data"
     init_ray(args.address)
     outcomes = analyze(
-        experiment, steps, uri, sweep=args.sweep, data_dir=data_dir, force=args.force
+        experiment, steps, uri, sweep=args.sweep, data_dir=data_dir, force=args.force, gpus=gpus
     )
     _print_analysis(outcomes)
     return 0

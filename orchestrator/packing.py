@@ -2,9 +2,9 @@
 
 ``make_packs`` lists every grid point of a spec (``{"config", "seed"}``), groups the points
 whose configs may share a model (:func:`trainers.packing.pack_key`) and cuts each group into
-packs of ``spec.pack`` points (``auto``: the grid spread evenly over the CPU slots). Each pack
-is one Tune trial; :func:`run_pack_trial` opens one MLflow child run per point — its own params,
-seed, metrics, model — as if it had run alone, and trains the packed trainer once.
+packs of ``spec.pack`` points (``auto``: the grid spread evenly over the CPU or GPU slots). Each
+pack is one Tune trial; :func:`run_pack_trial` opens one MLflow child run per point — its own
+params, seed, metrics, model — as if it had run alone, and trains the packed trainer once.
 """
 
 from __future__ import annotations
@@ -54,17 +54,24 @@ def grid_points(spec: ExperimentSpec) -> list[Point]:
     return points
 
 
-def make_packs(spec: ExperimentSpec, slots: int) -> list[list[Point]]:
-    """The packs of a sweep: points that may share a model, at most ``spec.pack`` (or, with
-    ``auto``, about ``points / (2 slots)``: two packs a slot let the scheduler even out packs
-    of unequal cost) a pack, each group cut into packs of even size."""
+def make_packs(spec: ExperimentSpec, slots: int, cap: int | None = None) -> list[list[Point]]:
+    """The packs of a sweep: points that may share a model, at most ``spec.pack`` a pack, each
+    group cut into packs of even size. ``auto`` on CPUs: about ``points / (2 slots)`` (two packs
+    a slot let the scheduler even out packs of unequal cost); on GPUs: ``points / slots`` (one
+    wide pack keeps a GPU busier than two narrow ones), at most ``cap`` (its memory's share,
+    see :func:`orchestrator.plan.member_cap`)."""
     cls = get_trainer_class(spec.trainer)
     groups: dict[str, list[Point]] = {}
     for point in grid_points(spec):
         key = pack_key(cls, cls.Config.model_validate(point["config"]))
         groups.setdefault(key, []).append(point)
     total = sum(map(len, groups.values()))
-    size = math.ceil(total / (2 * max(slots, 1))) if spec.pack == "auto" else spec.pack
+    if spec.pack == "auto":
+        per_slot = 1 if spec.resources.gpus > 0 else 2
+        size = math.ceil(total / (per_slot * max(slots, 1)))
+        size = min(size, cap) if cap else size
+    else:
+        size = spec.pack
     packs = []
     for group in groups.values():
         count = math.ceil(len(group) / size)

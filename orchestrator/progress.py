@@ -104,3 +104,66 @@ class SweepProgress(tune.Callback):
             return
         self.shown = now
         print(self.render(), file=sys.stderr, flush=True)
+
+
+class PendingWatch(tune.Callback):
+    """Says once, plainly, when no trial can be placed, and ends the sweep after ``timeout_s``.
+
+    On a cluster that autoscales, nodes may still come; so the sweep waits, but says what it
+    waits for (once, not Ray's stream of autoscaler lines) and gives up after ``timeout_s``
+    (``resources.schedule_timeout_s``; ``None``: wait forever). :attr:`stopper` is the Tune
+    stopper that ends the experiment then; :attr:`expired` holds the reason.
+    """
+
+    def __init__(self, need: dict[str, float], timeout_s: float | None, notice_s: float = 15.0):
+        self.need, self.timeout_s = need, timeout_s
+        self.notice_s = min(notice_s, timeout_s) if timeout_s else notice_s
+        self.since: float | None = None
+        self.noticed = False
+        self.expired: str | None = None
+        watch = self
+
+        class _Stop(tune.stopper.Stopper):
+            def __call__(self, trial_id, result) -> bool:
+                return False
+
+            def stop_all(self) -> bool:
+                return watch.expired is not None
+
+        self.stopper = _Stop()
+
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        waiting = [t for t in trials if t.status == "PENDING"]
+        if not waiting or any(t.status == "RUNNING" for t in trials):
+            self.since = None
+            return
+        now = time.monotonic()
+        self.since = self.since if self.since is not None else now
+        waited = now - self.since
+        if waited >= self.notice_s and not self.noticed:
+            self.noticed = True
+            limit = f"up to {self.timeout_s:g} s" if self.timeout_s else "without a limit"
+            print(
+                f"dynsweep: no trial can be placed: each needs {_fmt(self.need)}, the cluster "
+                f"has {_fmt(_cluster())}; waiting {limit} for nodes "
+                f"(resources.schedule_timeout_s)",
+                file=sys.stderr,
+                flush=True,
+            )
+        if self.timeout_s is not None and waited >= self.timeout_s and self.expired is None:
+            names = ", ".join(str(t) for t in waiting[:5]) + (" …" if len(waiting) > 5 else "")
+            self.expired = (
+                f"not scheduled within {self.timeout_s:g} s: {len(waiting)} trials ({names}) "
+                f"each need {_fmt(self.need)}; the cluster has {_fmt(_cluster())}"
+            )
+
+
+def _cluster() -> dict[str, float]:
+    import ray
+
+    totals = ray.cluster_resources()
+    return {k: totals.get(k, 0.0) for k in ("CPU", "GPU")}
+
+
+def _fmt(resources: dict[str, float]) -> str:
+    return ", ".join(f"{v:g} {k}" for k, v in resources.items())

@@ -85,7 +85,8 @@ class SchedulerSpec(_Section):
 
 class ResourcesSpec(_Section):
     """Per trial: ``cpus``/``gpus`` of one process; or ``workers`` Ray Train workers (each
-    ``cpus_per_worker``/``gpus_per_worker``) trained with DDP or DeepSpeed (``strategy``)."""
+    ``cpus_per_worker``/``gpus_per_worker``) trained with DDP or DeepSpeed (``strategy``).
+    ``analysis_gpus``: GPUs per analysis task of a step that runs a model (fid, elbo)."""
 
     cpus: float = Field(1.0, gt=0)
     gpus: float = Field(0.0, ge=0)
@@ -95,6 +96,12 @@ class ResourcesSpec(_Section):
     strategy: Literal["ddp", "deepspeed"] = "ddp"
     zero_stage: int = Field(0, ge=0, le=3)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    analysis_gpus: float = Field(0.0, ge=0)
+    # On a cluster: give up (the sweep fails, saying why) when no trial could be placed for
+    # this long; null waits forever. A local Ray refuses what it lacks before it starts.
+    schedule_timeout_s: float | None = Field(900.0, gt=0)
+    # pack: auto on GPUs caps a pack's members by this (default: this machine's GPU, if any)
+    gpu_memory_gb: float | None = Field(None, gt=0)
 
     @property
     def distributed(self) -> bool:

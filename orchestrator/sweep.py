@@ -21,11 +21,14 @@ from pydantic import ValidationError
 import tracking
 from dynsweep import logs
 from dynsweep.errors import ConfigError, UserError
-from orchestrator import budget, chain, registry, space
+from orchestrator import chain, registry, space
 from orchestrator.context import SweepSetup
+from orchestrator.devices import check_local, per_trial
 from orchestrator.driver import INTERRUPTED, interruptible, quiet_tune
 from orchestrator.nodes import check_multi_node
-from orchestrator.spec import ExperimentSpec, dump_yaml
+from orchestrator.plan import member_cap, slots
+from orchestrator.progress import PendingWatch, SweepProgress
+from orchestrator.spec import ExperimentSpec
 from orchestrator.storage import SweepFolder, describe, is_uri
 from orchestrator.trial import make_trainable
 from tracking import tags as tag
@@ -38,58 +41,9 @@ MANIFEST = "dynsweep_sweep.json"
 class SweepOutcome:
     folder: SweepFolder
     setup: SweepSetup
-    status: str  # FINISHED | KILLED
+    status: str  # FINISHED | KILLED | FAILED (no trial could be placed in time)
     seconds: float
-
-
-def _resources(res) -> str:
-    if not res.distributed:
-        return f"{res.cpus:g} CPU, {res.gpus:g} GPU"
-    strategy = res.strategy + (f" ZeRO-{res.zero_stage}" if res.strategy == "deepspeed" else "")
-    return (
-        f"{res.workers} Ray Train workers x ({res.cpus_per_worker:g} CPU, "
-        f"{res.gpus_per_worker:g} GPU), {strategy}, {res.precision}"
-    )
-
-
-def plan(spec: ExperimentSpec) -> str:
-    """What a sweep would do (``--dry-run``): resolved spec, trial count, resources."""
-    res, n = spec.resources, spec.num_trials()
-    concurrent = spec.max_concurrent_trials or "as many as fit"
-    dims = [
-        f"  {space.dotted(p)}: {d.kind} {list(d.values)}"
-        for p, d in space.domains(spec.parsed_space())
-    ]
-    drawn = chain.queries(spec.config)
-    times = " × the runs drawn below" if any(q.form == "grid" for _, q in drawn) else ""
-    dims += [
-        f"  config.{space.dotted(p)}: {q.form} of {q.describe()} (answered when the sweep starts)"
-        for p, q in drawn
-    ]
-    return "\n".join(
-        [
-            "# resolved experiment",
-            dump_yaml(spec).rstrip(),
-            "",
-            f"trials: {n}{times} "
-            f"({spec.search.algorithm} search, {spec.scheduler.name} scheduler)" + _packing(spec),
-            "search dimensions:",
-            *(dims or ["  (none)"]),
-            f"resources per trial: {_resources(res)}; concurrent trials: {concurrent}",
-            f"steps per trial: {spec.stop.iterations}; tracking: {spec.tracking.uri}",
-            f"recordings: about {budget.estimate(spec)[1] / 1e9:.3g} GB "
-            f"(budget {spec.loop.record_budget_gb:g} GB)",
-        ]
-    )
-
-
-def _packing(spec: ExperimentSpec) -> str:
-    if spec.pack == 1:
-        return ""
-    from orchestrator.packing import make_packs
-
-    packs = make_packs(spec, _slots(spec))
-    return f", packed into {len(packs)} Tune trials of up to {max(map(len, packs))} points"
+    error: str | None = None
 
 
 def init_ray(address: str | None) -> None:
@@ -122,12 +76,11 @@ def _check_tcp(address: str, timeout: float = 3.0) -> None:
         raise ConfigError(f"--address: cannot reach a Ray cluster at {address} ({exc})") from None
 
 
-def _tuner(setup: SweepSetup, folder: SweepFolder, restore: bool):
+def _tuner(setup: SweepSetup, folder: SweepFolder, restore: bool, watch: PendingWatch):
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from orchestrator.callbacks import RunStatusCallback
-    from orchestrator.progress import SweepProgress
 
     spec = setup.spec
     trainable = make_trainable(setup)
@@ -183,7 +136,9 @@ def _tuner(setup: SweepSetup, folder: SweepFolder, restore: bool):
             # deleted checkpoint, which Tune cannot restore (expire old ones with a bucket
             # lifecycle rule). A local disk keeps the two newest.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2 if folder.local else None),
+            stop=watch.stopper,
             callbacks=[
+                watch,
                 RunStatusCallback(setup.uri),
                 SweepProgress(spec.metric, trials, spec.stop.iterations),
                 CSVLoggerCallback(),  # Tune's result files in each trial folder, as by default
@@ -194,18 +149,10 @@ def _tuner(setup: SweepSetup, folder: SweepFolder, restore: bool):
     )
 
 
-def _slots(spec: ExperimentSpec) -> int:
-    """Trials that can run at once (on the Ray cluster when one is connected)."""
-    import ray
-
-    cpus = ray.cluster_resources().get("CPU", 1) if ray.is_initialized() else os.cpu_count()
-    slots = max(1, int(cpus // spec.resources.cpus))
-    return min(slots, spec.max_concurrent_trials or slots)
-
-
 def _execute(setup: SweepSetup, folder: SweepFolder, restore: bool) -> SweepOutcome:
     started = time.monotonic()
-    tuner = _tuner(setup, folder, restore)
+    watch = PendingWatch(per_trial(setup.spec), setup.spec.resources.schedule_timeout_s)
+    tuner = _tuner(setup, folder, restore, watch)
     if restore:
         tracking.reopen_run(setup.uri, setup.parent_run_id)
     try:
@@ -220,6 +167,12 @@ def _execute(setup: SweepSetup, folder: SweepFolder, restore: bool) -> SweepOutc
         )
         tracking.end_run(setup.uri, setup.parent_run_id, "FAILED", f"{type(exc).__name__}: {exc}")
         raise
+    if watch.expired:
+        tracking.close_unfinished_children(
+            setup.uri, setup.experiment_id, setup.parent_run_id, "FAILED"
+        )
+        tracking.end_run(setup.uri, setup.parent_run_id, "FAILED", watch.expired)
+        return SweepOutcome(folder, setup, "FAILED", time.monotonic() - started, watch.expired)
     # Runs still open belong to trials that were interrupted (resume continues them) or whose
     # process died without a word (failed).
     tracking.close_unfinished_children(
@@ -244,6 +197,7 @@ def run(
     spec: ExperimentSpec, address: str | None = None, tracking_uri: str | None = None
 ) -> SweepOutcome:
     """Run a sweep to its end (or until interrupted; then ``resume`` continues it)."""
+    check_local(spec, address)  # GPUs this machine lacks: refused before anything starts
     uri = tracking.resolve_uri(
         tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or spec.tracking.uri
     )
@@ -273,7 +227,7 @@ def run(
     if spec.pack != 1:
         from orchestrator.packing import make_packs
 
-        packs = make_packs(spec, _slots(spec))
+        packs = make_packs(spec, slots(spec), member_cap(spec)[0])
     setup = SweepSetup(
         spec,
         uri,
@@ -383,6 +337,7 @@ def resume(
             f"{describe(folder.location)}/{MANIFEST}: damaged sweep manifest ({exc})"
         ) from None
     check_tune_state(folder)
+    check_local(setup.spec, address)
     tracking.check_reachable(setup.uri)
     init_ray(address)
     check_multi_node(setup.uri, tracking.artifact_location(setup.uri, setup.experiment_id))

@@ -17,6 +17,10 @@ from pydantic import BaseModel, ConfigDict
 
 from trainers.distributed import Parallel
 
+# What step() and evaluate() return: floats or 0-d tensors; for a packed trainer, one value per
+# member (a list or a 1-d tensor).
+Metrics = dict[str, float | torch.Tensor | list[float]]
+
 
 class TrainerConfig(BaseModel):
     """Base of every trainer's typed config: unknown keys are errors, values are frozen."""
@@ -118,16 +122,32 @@ class Trainer(ABC):
     def estimated_steps_per_epoch(cls, config: TrainerConfig) -> int | None:
         return None
 
+    @classmethod
+    def member_bytes(cls, config: TrainerConfig) -> int | None:
+        """Device memory one member of a packed trainer needs while training (weights,
+        gradients, optimiser state, activations of a batch), estimated without building it;
+        ``pack: auto`` on a GPU caps a pack by it. ``None``: unknown (packs are not capped)."""
+        return None
+
     @abstractmethod
     def setup(self, ctx: Context) -> None:
         """Build data, model and optimiser; seeded from ``ctx.seed``, placed on ``ctx.device``."""
 
     @abstractmethod
-    def step(self) -> dict[str, float]:
-        """Do one unit of work (an optimiser step) and return its metrics (``train/...``)."""
+    def step(self) -> Metrics:
+        """Do one unit of work (an optimiser step) and return its metrics (``train/...``).
 
-    def evaluate(self) -> dict[str, float]:
-        """Return evaluation metrics (``val/...``); called at the loop's eval cadence."""
+        Values are floats or tensors: 0-d, or for a packed trainer lists or 1-d tensors with
+        one value per member. Return tensors on a GPU: the loop keeps them on the device and
+        copies many steps' values to the host at once (see :mod:`trainers.loop`), where a
+        ``.item()`` per metric would wait for the device every step. A returned tensor must be
+        detached and never modified afterwards (its value is read up to ``report_every``
+        steps later): return a fresh result, not a buffer the trainer updates in place.
+        """
+
+    def evaluate(self) -> Metrics:
+        """Return evaluation metrics (``val/...``) as :meth:`step` does; called at the loop's
+        eval cadence."""
         return {}
 
     @abstractmethod

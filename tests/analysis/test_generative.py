@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from analysis.generative import ELBO, FID, build_extractor, fid_between
+from analysis import generative
+from analysis.generative import ELBO, FID, build_extractor, features, fid_between
 from dynsweep.errors import DataError
 from trainers.classifier.trainer import ClassifierConfig, ClassifierTrainer
 from trainers.data import load_dataset
@@ -123,3 +125,66 @@ def test_auto_classifier_is_trained_once_and_cached(monkeypatch, tmp_path):
     assert auto_classifier("digits", str(tmp_path), steps=60).stat().st_mtime_ns == stamp
     checkpoint = torch.load(path, weights_only=True)
     assert checkpoint["trainer"] == "classifier"
+
+
+def test_classifier_features_on_the_device_equal_clean_fids_pipeline(extractor, tmp_path):
+    """The classifier extractor's images stay on the device; the features are clean-fid's."""
+    from cleanfid import fid as cleanfid
+
+    module, resize = extractor
+    (train, _), _ = load_dataset("digits", tmp_path, 0.2, 0)
+    images = train[:90]
+    ours = features(iter(images.split(40)), 90, 40, module, resize, torch.device("cpu"))
+    padded = iter(torch.cat([images, images[:30]]).split(40))
+
+    def generator(_):
+        return next(padded).float().clamp(0, 1).expand(-1, 3, -1, -1) * 255
+
+    theirs = cleanfid.get_model_features(
+        generator,
+        module,
+        mode="clean",
+        z_dim=1,
+        num_gen=90,
+        batch_size=40,
+        device=torch.device("cpu"),
+        verbose=False,
+        custom_fn_resize=resize,
+    )
+    assert ours.shape == theirs.shape == (90, theirs.shape[1])
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_the_fid_step_builds_its_model_and_extractor_on_its_device(models, monkeypatch, tmp_path):
+    """The device plumbing, checked on the CPU: the step's device reaches the rebuilt model,
+    the extractor and the feature computation."""
+    monkeypatch.setenv("DYNSWEEP_CACHE", str(tmp_path / "cache"))
+    seen = {}
+    real_load, real_features = generative._diffusion, generative.features
+
+    def load(checkpoint, data_dir, workdir, device):
+        seen["model"] = device
+        trainer = real_load(checkpoint, data_dir, workdir, device)
+        seen["parameters"] = {p.device for p in trainer.ema.parameters()}
+        return trainer
+
+    def feats(batches, n, batch_size, extractor, resize, device):
+        seen.setdefault("features", set()).add(device)
+        seen["extractor"] = {p.device for p in extractor.parameters()}
+        return real_features(batches, n, batch_size, extractor, resize, device)
+
+    monkeypatch.setattr(generative, "_diffusion", load)
+    monkeypatch.setattr(generative, "features", feats)
+    checkpoint = torch.load(models["diffusion"], weights_only=True)
+    step = FID(
+        samples=30,
+        extractor="classifier",
+        classifier=str(models["classifier"]),
+        batch_size=15,
+        data_dir=str(tmp_path),
+        device="cpu",
+    )
+    step.fit(checkpoint)
+    cpu = torch.device("cpu")
+    assert seen["model"] == cpu and seen["parameters"] == {cpu}
+    assert seen["features"] == {cpu} and seen["extractor"] == {cpu}
