@@ -10,7 +10,24 @@ Models: ``linear`` (principal-component regression on standardised pixels, rank 
 ``classifier_features`` (the oracle CNN's last hidden layer), ``vamp`` (an MLP encoder trained on
 the VAMP-``vamp_p`` score), ``spectral_contrastive`` and ``dynamical_ae`` (encoder, decoder and a
 linear latent operator trained together). The first two are closed-form: fitted in ``setup``,
-their steps only report the fit. Metrics: ``train/loss``, ``val/loss``, ``val/rollout_acc_TT``
+their steps only report the fit.
+
+The fitted operator is a ridge regression with ``ridge`` = 1e-6 (kooplearn's ``Ridge`` default),
+full rank unless ``operator_rank`` asks for kooplearn's reduced-rank estimator. The ridge is
+absolute and VAMP's features are scale-free (their covariance eigenvalues sit near 1e-3 here),
+so a larger one shrinks K towards 0 and rollouts decay to the mean image
+(docs/studies/koopman.md). ``rollout``: ``latent`` iterates K on the features and decodes
+each step; ``reencode`` (kooplearn's protocol) decodes, then re-encodes the predicted image.
+
+Losses, as in kooplearn unless asked otherwise: VAMP-``vamp_p`` with centred covariances
+(``center``), computed without a ridge (``vamp_eps`` = 0: least squares / pseudo-inverse);
+the spectral contrastive loss of the encoder's output; the dynamical autoencoder's three MSE
+terms weighted by ``ae_weights`` = (α_rec, α_lin, α_pred). ``constant_feature`` appends a
+constant 1 to the learned features, in the losses and the fitted operator (deeptime's
+convention): centred VAMP is unchanged by it, uncentred VAMP then counts the constant function
+(score + 1), and the spectral contrastive loss becomes a different objective.
+
+Metrics: ``train/loss``, ``val/loss``, ``val/rollout_acc_TT``
 (t = 1..T), ``val/rollout_acc_mean``, ``val/eig_abs_i`` (moduli of K's leading eigenvalues).
 """
 
@@ -41,9 +58,15 @@ class KoopmanConfig(TrainerConfig):
     latent_dim: int = Field(16, ge=1)
     hidden: tuple[int, ...] = (128,)
     rank: int = Field(16, ge=1)  # linear: principal components kept
-    ridge: float = Field(1e-3, gt=0)
+    ridge: float = Field(1e-6, gt=0)  # of the fitted operator and readout (kooplearn's alpha)
+    operator_rank: int | None = Field(None, ge=1)  # reduced-rank operator; None: full ridge
+    rollout: Literal["latent", "reencode"] = "latent"
+    # The losses: kooplearn's by default (see the module docstring)
     vamp_p: Literal[1, 2] = 2
-    center: bool = True  # vamp: centre the covariances
+    center: bool = True  # vamp: centre the covariances (kooplearn's VampLoss default)
+    constant_feature: bool = False  # vamp, spectral_contrastive: append 1 to the features
+    vamp_eps: float = Field(0.0, ge=0)  # vamp: ridge on C_x, C_y; 0: kooplearn's lstsq/pinv
+    ae_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # dynamical_ae: α_rec, lin, pred
     lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(128, ge=4)
     rollout_steps: int = Field(15, ge=1)
@@ -98,7 +121,9 @@ class KoopmanTrainer(Trainer):
         if cfg.model == "classifier_features":
             return self.oracle.hidden(x)[-1].flatten(1)
         z = self.encoder(flat)
-        return z if cfg.model == "dynamical_ae" else torch.cat([z, torch.ones_like(z[:, :1])], 1)
+        if cfg.constant_feature and cfg.model != "dynamical_ae":
+            z = torch.cat([z, torch.ones_like(z[:, :1])], 1)
+        return z
 
     @torch.no_grad()
     def fit_operator(self) -> None:
@@ -108,7 +133,11 @@ class KoopmanTrainer(Trainer):
         if self.config.model == "dynamical_ae":
             self.K = self.latent_op.weight.T.detach().clone()
         else:
-            self.K = losses.ridge(phi[:-1], phi[1:], self.config.ridge)
+            rank, lam = self.config.operator_rank, self.config.ridge
+            if rank is None or rank >= phi.shape[1]:
+                self.K = losses.ridge(phi[:-1], phi[1:], lam)
+            else:
+                self.K = losses.reduced_rank_ridge(phi[:-1], phi[1:], lam, rank)
             self.readout = losses.ridge(phi, x.flatten(1), self.config.ridge)
         self.fit_loss = float(((phi[:-1] @ self.K - phi[1:]) ** 2).mean())
 
@@ -119,11 +148,14 @@ class KoopmanTrainer(Trainer):
 
     @torch.no_grad()
     def rollout_accuracy(self, part: str = "test") -> list[float]:
+        """Oracle accuracy after t = 1..T steps. ``reencode`` (kooplearn's protocol): each step
+        encodes the current image, applies K once and decodes; ``latent``: z ↦ z K^t, decoded."""
         x, y = self.data[part]
         z, c, acc = self.features(x), self.config.classes, []
         for t in range(1, self.config.rollout_steps + 1):
-            z = z @ self.K
-            predicted = self.oracle(self.decode(z).clamp(0, 1))[:, :c].argmax(1)
+            image = self.decode(z @ self.K).clamp(0, 1)
+            z = self.features(image) if self.config.rollout == "reencode" else z @ self.K
+            predicted = self.oracle(image)[:, :c].argmax(1)
             acc.append(float((predicted == (y + t) % c).float().mean()))
         return acc
 
@@ -131,11 +163,14 @@ class KoopmanTrainer(Trainer):
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         if cfg.model == "vamp":
-            return losses.vamp_loss(self.features(x), self.features(y), cfg.vamp_p, cfg.center)
+            fx, fy = self.features(x), self.features(y)
+            return losses.vamp_loss(fx, fy, cfg.vamp_p, cfg.center, cfg.vamp_eps)
         if cfg.model == "spectral_contrastive":
             return losses.spectral_contrastive_loss(self.features(x), self.features(y))
         flat_x, flat_y = x.flatten(1), y.flatten(1)
-        return losses.dynamical_ae_loss(flat_x, flat_y, self.encoder, self.decoder, self.latent_op)
+        return losses.dynamical_ae_loss(
+            flat_x, flat_y, self.encoder, self.decoder, self.latent_op, cfg.ae_weights
+        )
 
     def step(self) -> dict[str, float]:
         if self.config.model in CLOSED_FORM:
