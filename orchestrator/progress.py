@@ -109,6 +109,8 @@ class SweepProgress(tune.Callback):
 class PendingWatch(tune.Callback):
     """Says once, plainly, when no trial can be placed, and ends the sweep after ``timeout_s``.
 
+    "Cannot be placed": trials wait, none runs, and no live node has the resources one trial
+    needs (a trial that waits for a busy node, or for its process to start, is not reported).
     On a cluster that autoscales, nodes may still come; so the sweep waits, but says what it
     waits for (once, not Ray's stream of autoscaler lines) and gives up after ``timeout_s``
     (``resources.schedule_timeout_s``; ``None``: wait forever). :attr:`stopper` is the Tune
@@ -119,6 +121,8 @@ class PendingWatch(tune.Callback):
         self.need, self.timeout_s = need, timeout_s
         self.notice_s = min(notice_s, timeout_s) if timeout_s else notice_s
         self.since: float | None = None
+        self.checked = 0.0
+        self.have: dict[str, float] = {}
         self.noticed = False
         self.expired: str | None = None
         watch = self
@@ -138,14 +142,23 @@ class PendingWatch(tune.Callback):
             self.since = None
             return
         now = time.monotonic()
-        self.since = self.since if self.since is not None else now
-        waited = now - self.since
+        if self.since is not None and now - self.checked < 1.0:
+            waited = now - self.since
+        else:  # (asking Ray about its nodes once a second is enough)
+            self.checked = now
+            nodes = _nodes()
+            if any(_fits(self.need, node) for node in nodes):
+                self.since = None  # a node could hold a trial: it is starting, or busy elsewhere
+                return
+            self.since = self.since if self.since is not None else now
+            waited = now - self.since
+            self.have = _largest(nodes)
         if waited >= self.notice_s and not self.noticed:
             self.noticed = True
             limit = f"up to {self.timeout_s:g} s" if self.timeout_s else "without a limit"
             print(
-                f"dynsweep: no trial can be placed: each needs {_fmt(self.need)}, the cluster "
-                f"has {_fmt(_cluster())}; waiting {limit} for nodes "
+                f"dynsweep: no trial can be placed: each needs {_fmt(self.need)}, the largest "
+                f"node has {_fmt(self.have)}; waiting {limit} for nodes "
                 f"(resources.schedule_timeout_s)",
                 file=sys.stderr,
                 flush=True,
@@ -154,15 +167,24 @@ class PendingWatch(tune.Callback):
             names = ", ".join(str(t) for t in waiting[:5]) + (" …" if len(waiting) > 5 else "")
             self.expired = (
                 f"not scheduled within {self.timeout_s:g} s: {len(waiting)} trials ({names}) "
-                f"each need {_fmt(self.need)}; the cluster has {_fmt(_cluster())}"
+                f"each need {_fmt(self.need)}; the largest node has {_fmt(self.have)}"
             )
 
 
-def _cluster() -> dict[str, float]:
+def _nodes() -> list[dict[str, float]]:
+    """The resources of each live node of the cluster."""
     import ray
 
-    totals = ray.cluster_resources()
-    return {k: totals.get(k, 0.0) for k in ("CPU", "GPU")}
+    return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+
+
+def _fits(need: dict[str, float], node: dict[str, float]) -> bool:
+    return all(node.get(k, 0.0) >= v for k, v in need.items() if v > 0)
+
+
+def _largest(nodes: list[dict[str, float]]) -> dict[str, float]:
+    best = max(nodes, key=lambda n: (n.get("GPU", 0.0), n.get("CPU", 0.0)), default={})
+    return {k: best.get(k, 0.0) for k in ("CPU", "GPU")}
 
 
 def _fmt(resources: dict[str, float]) -> str:

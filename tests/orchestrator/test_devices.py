@@ -53,7 +53,7 @@ class _Trial(SimpleNamespace):
 
 
 def test_the_pending_watch_says_it_once_and_ends_the_sweep_after_its_timeout(monkeypatch, capsys):
-    monkeypatch.setattr(progress, "_cluster", lambda: {"CPU": 2.0, "GPU": 0.0})
+    monkeypatch.setattr(progress, "_nodes", lambda: [{"CPU": 2.0}, {"CPU": 1.0}])
     clock = [100.0]
     monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
     watch = progress.PendingWatch({"CPU": 1.0, "GPU": 1.0}, timeout_s=60, notice_s=10)
@@ -64,22 +64,23 @@ def test_the_pending_watch_says_it_once_and_ends_the_sweep_after_its_timeout(mon
         assert not watch.stopper.stop_all()
     err = capsys.readouterr().err
     assert err.count("no trial can be placed") == 1
-    assert "each needs 1 CPU, 1 GPU, the cluster has 2 CPU, 0 GPU; waiting up to 60 s" in err
+    assert "each needs 1 CPU, 1 GPU, the largest node has 2 CPU, 0 GPU; waiting up to 60" in err
     clock[0] = 160.0
     watch.on_step_begin(0, waiting)
     assert watch.stopper.stop_all()
     assert "not scheduled within 60 s: 2 trials (trial_0, trial_1)" in watch.expired
 
 
-def test_a_running_trial_resets_the_pending_watch(monkeypatch):
-    monkeypatch.setattr(progress, "_cluster", lambda: NO_GPU)
+def test_trials_that_could_be_placed_are_not_reported(monkeypatch):
+    monkeypatch.setattr(progress, "_nodes", lambda: [NO_GPU])
     clock = [0.0]
     monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
     watch = progress.PendingWatch({"CPU": 1.0}, timeout_s=10, notice_s=5)
-    trials = [_Trial(name="a", status="RUNNING"), _Trial(name="b", status="PENDING")]
-    for t in range(0, 100, 5):  # the queue waits behind a running trial: that is normal
+    behind = [_Trial(name="a", status="RUNNING"), _Trial(name="b", status="PENDING")]
+    starting = [_Trial(name="a", status="PENDING"), _Trial(name="b", status="PENDING")]
+    for t in range(0, 100, 5):  # the queue waits behind a running trial; actors start slowly
         clock[0] = float(t)
-        watch.on_step_begin(0, trials)
+        watch.on_step_begin(0, behind if t < 50 else starting)
     assert watch.expired is None and not watch.noticed
 
 
