@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from trainers.autoencoder import spectra
-from trainers.autoencoder.model import widths
+from trainers.autoencoder.model import layer_sizes
 from trainers.autoencoder.spectra import SpectraConfig
 from trainers.autoencoder.trainer import AutoencoderConfig, AutoencoderTrainer
 from trainers.local import LocalContext
@@ -25,20 +25,25 @@ def cosine(n: int, fy: int, fx: int) -> torch.Tensor:
 def test_ring_integrals_put_a_known_spectrum_on_its_ring():
     cfg = SpectraConfig(p=2)
     masks = spectra.ring_masks((16, 16), cfg)
-    images = torch.stack([torch.ones(16, 16), cosine(16, 0, 3), cosine(16, 4, 0)])
+    images = torch.stack([torch.ones(16, 16), cosine(16, 0, 3)])
     u = spectra.ring_integrals(spectra.centred_fft(images), masks)
-    assert u.shape == (3, len(masks))
+    assert u.shape == (2, len(masks)) and len(masks) == 8  # radii 1..8
     expected = torch.zeros_like(u)
-    expected[0, 0], expected[1, 3], expected[2, 4] = 1, 1, 1  # all |F| on one ring each
+    # |F| / H is 16 at the zero frequency (ring 1: four frequencies), 8 at ±3 cycles; rings
+    # are centred on the pixel grid, half a pixel from the zero frequency, so +3 (3.54 away)
+    # lies on ring 4 and −3 (2.55 away) on ring 3. u is the mean of |F| / H over each ring.
+    expected[0, 0] = 16 / masks[0].sum()
+    expected[1, 2], expected[1, 3] = 8 / masks[2].sum(), 8 / masks[3].sum()
     assert torch.allclose(u, expected, atol=1e-5)
 
 
 def test_ring_norm_changes_which_ring_a_diagonal_frequency_lies_on():
-    image = cosine(16, 3, 3)[None]
-    for p, ring in [(math.inf, 3), (1, 6), (2, round(3 * math.sqrt(2)))]:
-        cfg = SpectraConfig(p=p)
+    image = cosine(16, 3, 3)[None]  # peaks 3.5 and 2.5 away from the grid centre on each axis
+    for p, rings in [(math.inf, {2, 3, 4}), (1, {5, 7}), (2, {4, 5}), (0.5, {10, 14})]:
+        cfg = SpectraConfig(p=p, radius_mult=2)
         u = spectra.ring_integrals(spectra.centred_fft(image), spectra.ring_masks((16, 16), cfg))
-        assert int(u[0].argmax()) == ring and float(u[0, ring]) == pytest.approx(1, abs=1e-5)
+        radii = spectra.ring_radii((16, 16), cfg)  # empty rings (small radii, p < 1) left out
+        assert {int(radii[i]) for i in (u[0] > 1e-3).nonzero()} == rings, p
 
 
 def test_eigenimages_recover_planted_patterns_in_order():
@@ -63,10 +68,10 @@ def test_transition_frame_and_power_iteration():
     assert sigma == pytest.approx(float(torch.linalg.matrix_norm(w, ord=2)), rel=1e-4)
 
 
-def test_mlp_widths_are_spaced_linearly_over_half_the_depth():
-    assert widths(64, 8, 4) == [64, 36, 8]
-    assert widths(64, 8, 3) == [64, 8]
-    assert widths(784, 16, 6) == [784, 528, 272, 16]
+def test_mlp_layer_sizes_have_depth_entries():
+    assert layer_sizes(64, 8, 4) == [64, 8, 8, 64]
+    assert layer_sizes(64, 8, 3) == [64, 8, 64]
+    assert layer_sizes(784, 16, 6) == [784, 400, 16, 16, 400, 784]
 
 
 @pytest.mark.parametrize("kind", ["mlp", pytest.param("conv", marks=pytest.mark.slow)])

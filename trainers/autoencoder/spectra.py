@@ -1,9 +1,10 @@
 """Dataset spectra: eigenimages, their centred |FFT2| and radial p-norm ring integrals.
 
-The field that the autoencoder study follows is ``u(r, j)``: how much of eigenimage ``j``'s
-(normalised) Fourier magnitude lies on the p-norm ring of radius ``r`` around the zero
-frequency. Computed once for a dataset (cached by the trainer) and, during training, for the
-autoencoder's reconstructions; #7's PDE-FIND reads it as a field over (r, j).
+The field that the autoencoder study follows is ``u(j, r)``: the mean Fourier magnitude of
+eigenimage ``j`` on the p-norm ring of radius ``r`` around the centre of the spectrum, as
+Zhu et al.'s ``calculate_integrals`` (``src/helpers.py``) computes it. Computed once for a
+dataset (cached by the trainer) and, during training, for the autoencoder's reconstructions;
+#7's PDE-FIND reads it as a field over (r, j).
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from trainers.base import TrainerConfig
 
 
 class SpectraConfig(TrainerConfig):
-    """Ring geometry: rings of half-width ``half_width`` at radii 0, m, 2m, … (m =
-    ``radius_mult``) in the p-norm ``p`` (2: circles, 1: diamonds, inf: squares)."""
+    """Rings at radii 1, 2, …, ⌊``radius_mult`` · H / 2⌋ in the p-norm ``p`` (2: circles, 1:
+    diamonds, < 1: concave diamonds, inf: squares); a ring holds the frequencies whose distance
+    from the centre lies within ``half_width`` of its radius (the original's ``smoothing``).
+    Rings that hold no frequency are left out, as in the original."""
 
     eigenimages: int = Field(32, ge=1)  # how many leading eigenimages to follow
-    p: float = Field(2.0, ge=1)
+    p: float = Field(2.0, gt=0)
     half_width: float = Field(0.5, gt=0)
     radius_mult: float = Field(1.0, gt=0)
     center: bool = False  # subtract the mean image before the SVD
@@ -37,31 +40,48 @@ def eigenimages(x: torch.Tensor, k: int, center: bool = False) -> torch.Tensor:
 
 
 def centred_fft(images: torch.Tensor) -> torch.Tensor:
-    """|FFT2| with the zero frequency in the centre, each image normalised to sum 1."""
-    mag = torch.fft.fftshift(torch.fft.fft2(images), dim=(-2, -1)).abs()
-    return mag / mag.sum((-2, -1), keepdim=True).clamp_min(1e-12)
+    """|FFT2| / H with the zero frequency in the centre (the original's ``fft2d`` with
+    ``centering`` and ``normalize``, all frequencies)."""
+    f = torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(images, dim=(-2, -1))), dim=(-2, -1))
+    return f.abs() / images.shape[-2]
+
+
+def _rings(shape: tuple[int, int], config: SpectraConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    h, w = shape
+    dy = (torch.arange(h, dtype=torch.float64) - (h / 2 - 0.5)).abs()[:, None].expand(h, w)
+    dx = (torch.arange(w, dtype=torch.float64) - (w / 2 - 0.5)).abs()[None, :].expand(h, w)
+    p = config.p
+    if math.isinf(p):
+        dist = torch.maximum(dy, dx)
+    elif p == 2:
+        dist = (dy * dy + dx * dx).sqrt()
+    elif p == 1:
+        dist = dy + dx
+    else:
+        dist = (dy**p + dx**p) ** (1 / p)
+    radii = torch.arange(1, int(config.radius_mult * h // 2) + 1, dtype=torch.float64)
+    s = config.half_width
+    masks = (dist[None] >= radii[:, None, None] - s) & (dist[None] <= radii[:, None, None] + s)
+    kept = masks.any(-1).any(-1)
+    return radii[kept], masks[kept].double()
 
 
 def ring_masks(shape: tuple[int, int], config: SpectraConfig) -> torch.Tensor:
-    """R×H×W 0/1 masks of the p-norm rings around the centre of an fftshifted spectrum."""
-    h, w = shape
-    yy, xx = torch.meshgrid(
-        torch.arange(h, dtype=torch.float64) - h // 2,
-        torch.arange(w, dtype=torch.float64) - w // 2,
-        indexing="ij",
-    )
-    if math.isinf(config.p):
-        radius = torch.maximum(yy.abs(), xx.abs())
-    else:
-        radius = (yy.abs() ** config.p + xx.abs() ** config.p) ** (1 / config.p)
-    count = int(math.floor(float(radius.max()) / config.radius_mult)) + 1
-    radii = torch.arange(count, dtype=torch.float64) * config.radius_mult
-    return ((radius[None] - radii[:, None, None]).abs() <= config.half_width).float()
+    """R×H×W 0/1 masks of the non-empty p-norm rings around the centre of the pixel grid,
+    ((H − 1) / 2, (W − 1) / 2), as the original's ``create_p_norm_mask``."""
+    return _rings(shape, config)[1]
+
+
+def ring_radii(shape: tuple[int, int], config: SpectraConfig) -> torch.Tensor:
+    """The radius of each of :func:`ring_masks`' rings (the columns r of u(j, r))."""
+    return _rings(shape, config)[0]
 
 
 def ring_integrals(spectra: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """∫ |F| over each ring: k×H×W spectra, R×H×W masks → the field u(j, r), k×R."""
-    return torch.einsum("khw,rhw->kr", spectra.float(), masks.to(spectra.device).float())
+    """The mean of |F| over each ring (sum over the mask / its size): k×H×W spectra, R×H×W
+    masks → the field u(j, r), k×R, in the spectra's dtype."""
+    masks = masks.to(spectra.device, spectra.dtype)
+    return torch.einsum("khw,rhw->kr", spectra, masks) / masks.sum((-2, -1))
 
 
 def field(x: torch.Tensor, config: SpectraConfig, masks: torch.Tensor) -> torch.Tensor:

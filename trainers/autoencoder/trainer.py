@@ -3,8 +3,8 @@
 Per step: ``train/loss`` = MSE(x, x̂) + ``spectral_lambda`` × MSE between the centred |FFT| of
 the eigenimages of the reconstructed batch and of the original batch. Per evaluation:
 ``val/loss``; the field u(j, r) of the reconstructions of the training images (eigenimages →
-|FFT| → p-norm rings) compared with the dataset's own (computed once per dataset and cached):
-``val/spectral_error`` (mean over eigen-indices of the relative L1 error),
+|FFT| / H → mean over each p-norm ring) compared with the dataset's own (computed once per
+dataset and cached): ``val/spectral_error`` (mean over eigen-indices of the relative L1 error),
 ``val/transition_frame`` (the first eigen-index whose error exceeds ``transition_threshold``),
 and ``val/sigma/<layer>``, each layer's spectral norm by power iteration.
 
@@ -30,11 +30,13 @@ from trainers.base import Context, Trainer, TrainerConfig, parameter_columns
 from trainers.data import DATASETS, Batches, image_shape, load_dataset
 
 # Ring geometry and how many eigenimages to follow, per dataset (used where the config's
-# ``spectra`` section leaves a field out).
+# ``spectra`` section leaves a field out). MNIST and Fashion-MNIST: the original's
+# ``get_radial_int_settings`` (p, smoothing, radius_mult); digits (not in the original): its
+# fallback, circles.
 SPECTRA_DEFAULTS: dict[str, dict[str, Any]] = {
     "digits": {"eigenimages": 32, "p": 2.0, "half_width": 0.5, "radius_mult": 1.0},
     "mnist": {"eigenimages": 64, "p": 2.0, "half_width": 0.5, "radius_mult": 1.0},
-    "fashion_mnist": {"eigenimages": 64, "p": 2.0, "half_width": 0.5, "radius_mult": 1.0},
+    "fashion_mnist": {"eigenimages": 64, "p": 1.0, "half_width": 0.5, "radius_mult": 1.0},
 }
 
 
@@ -103,8 +105,10 @@ class AutoencoderTrainer(Trainer):
     def _dataset_field(self, data_dir: Path) -> torch.Tensor:
         """u(j, r) of the dataset's own images, computed once and cached beside the data."""
         cfg = self.config
+        # "ring-mean": u is the mean of |F| / H over each ring (fields cached before were
+        # sums of |F| normalised to 1, and must not be read back).
         key = hashlib.sha256(
-            f"{cfg.dataset}|{cfg.spectrum_images}|{cfg.spectra.model_dump_json()}".encode()
+            f"ring-mean|{cfg.dataset}|{cfg.spectrum_images}|{cfg.spectra.model_dump_json()}".encode()
         ).hexdigest()[:16]
         path = Path(data_dir) / "spectra" / f"{cfg.dataset}-{key}.pt"
         if path.exists():

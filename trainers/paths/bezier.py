@@ -51,7 +51,8 @@ def speed(theta: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     d1 = _differences(theta, 1)
     w = bernstein(t, order - 1)
     squared = order**2 * ((w @ (d1 @ d1.T)) * w).sum(1)
-    return squared.clamp_min(0).sqrt()
+    positive = squared > 0  # √ at 0 has an infinite derivative: give it 0 instead
+    return torch.where(positive, torch.where(positive, squared, 1).sqrt(), 0)
 
 
 def arc_length_t(theta: torch.Tensor, n: int, grid: int = 2049) -> torch.Tensor:
@@ -69,9 +70,31 @@ def arc_length_t(theta: torch.Tensor, n: int, grid: int = 2049) -> torch.Tensor:
     return ts[idx - 1] + frac * (ts[idx] - ts[idx - 1])
 
 
-def metrics(theta: torch.Tensor, grid: int = 1025) -> dict[str, float]:
-    """Length ∫‖b′‖, chord ‖θ_K − θ_0‖, control-polygon bound Σ‖θ_{k+1} − θ_k‖ (≥ length) and
-    mean curvature (∫ κ ds / length, κ = √(‖b′‖²‖b″‖² − (b′·b″)²) / ‖b′‖³)."""
+def arc_length_weights(
+    theta: torch.Tensor, t: torch.Tensor, grid: int = 10_000, detach: bool = False
+) -> torch.Tensor:
+    """‖b′(t)‖ / L, L = ∫₀¹ ‖b′‖ dt by the trapezoid rule on ``grid`` points (10,000, as Dold
+    et al.'s ``UniformTSubspace.compute_loss``): the weights that turn a mean over t ~ U(0, 1)
+    into a mean uniform in arc length. Differentiable in θ unless ``detach``. Computed in
+    float64 (a float32 curve's weights and their gradient would carry rounding noise that
+    Adam amplifies where the loss's own gradient is small, e.g. at dead units)."""
+    th = (theta.detach() if detach else theta).double()
+    ts = torch.linspace(0, 1, grid, dtype=torch.float64, device=theta.device)
+    length = torch.trapezoid(speed(th, ts), ts)
+    return (speed(th, t.double()) / length.clamp_min(1e-12)).to(theta.dtype)
+
+
+def metrics(theta: torch.Tensor, grid: int = 1000) -> dict[str, float]:
+    """The curve's geometry by the trapezoid rule on ``grid`` points of t (1,000, as Dold et
+    al.'s ``bezier_length_dnn_grid.py``), with κ = √(‖b′‖²‖b″‖² − (b′·b″)²) / ‖b′‖³:
+
+    - ``length`` ∫‖b′‖ dt; ``chord`` ‖θ_K − θ_0‖; ``polygon`` Σ‖θ_{k+1} − θ_k‖ (≥ length);
+    - ``mean_curvature_t`` ∫₀¹ κ dt: the original's "Average curvature" (``mean_curvature2``),
+      a mean over the parameter t, so it depends on how the curve is parametrised;
+    - ``b2_integral`` ∫₀¹ ‖b″‖ dt: the original's ``mean_curvature`` (not a curvature: it
+      scales with the curve);
+    - ``mean_curvature_s`` ∫κ ds / length = ∫κ‖b′‖ dt / length: the mean over arc length
+      (this project's; independent of the parametrisation)."""
     with torch.no_grad():
         t = torch.linspace(0, 1, grid, dtype=torch.float64, device=theta.device)
         th = theta.double()
@@ -95,5 +118,7 @@ def metrics(theta: torch.Tensor, grid: int = 1025) -> dict[str, float]:
             "length": length,
             "chord": float((th[-1] - th[0]).norm()),
             "polygon": float((th[1:] - th[:-1]).norm(dim=1).sum()),
-            "mean_curvature": bending / length if length > 0 else 0.0,
+            "mean_curvature_t": float(torch.trapezoid(kappa, t)),
+            "b2_integral": float(torch.trapezoid(a2.clamp_min(0).sqrt(), t)),
+            "mean_curvature_s": bending / length if length > 0 else 0.0,
         }

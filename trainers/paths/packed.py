@@ -1,12 +1,13 @@
 """The packed form of the ``paths`` trainer: many grid points' Bezier curves trained at once.
 
 Members share the network (dataset, order, depth, width, activation, t_samples, eval_points)
-and differ in seed, ``lr`` and ``uniform_t``. Every tensor of :class:`PathsTrainer` gets a
-leading member dimension; the NLL is ``vmap``-ed over members and, inside, over the points t of
-the curve. Each member draws its t samples from its own generator, initialises its control
-points as the unpacked trainer does and is updated by :class:`StackedAdam` with its own
-learning rate, so its losses equal the unpacked run's (tests: within 1e-5). Regression data
-(drawn per seed) are stacked per member; an image dataset's one split is shared by all.
+and differ in seed, ``lr``, ``uniform_t`` and ``uniform_t_weights``. Every tensor of
+:class:`PathsTrainer` gets a leading member dimension; the NLL is ``vmap``-ed over members and,
+inside, over the points t of the curve. Each member draws its t samples from its own generator,
+initialises its control points as the unpacked trainer does and is updated by
+:class:`StackedAdam` with its own learning rate, so its losses equal the unpacked run's (tests:
+within 1e-5 in float32, 1e-12 in float64). Regression data (drawn per seed) are stacked per
+member; an image dataset's one split is shared by all.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class PackedPathsTrainer(Trainer):
         lr = torch.tensor([c.lr for c in self.configs], device=device, dtype=dtype)
         self.optimizer = StackedAdam([self.theta, self.log_scale], lr)
         self.uniform_t = torch.tensor([c.uniform_t for c in self.configs], device=device)
+        self.detached = [c.uniform_t_weights == "detached" for c in self.configs]
         self.generators = [torch.Generator().manual_seed(s + 1) for s in self.seeds]
         n_train = self.data["train"][1].shape[1 - self.shared]
         self.batches = [Batches(n_train, cfg.batch_size or n_train, s + 2) for s in self.seeds]
@@ -122,10 +124,14 @@ class PackedPathsTrainer(Trainer):
         t = t.to(self.device, self.dtype)
         x, y, data_dim = self._train_data()
         losses = self.nll(self.curve_outputs(t, x, data_dim), y, data_dim)
-        with torch.no_grad():
-            grid = torch.linspace(0, 1, 257, device=self.device, dtype=self.dtype)
-            length = torch.trapezoid(torch.vmap(bezier.speed, (0, None))(self.theta, grid), grid)
-            weights = torch.vmap(bezier.speed)(self.theta, t) / length.clamp_min(1e-12)[:, None]
+        weights = torch.ones_like(losses)
+        if self.uniform_t.any():
+            weights = torch.vmap(bezier.arc_length_weights)(self.theta, t)
+        if any(self.detached):  # those members' weights are constants, as unpacked
+            with torch.no_grad():
+                fixed = torch.vmap(bezier.arc_length_weights)(self.theta, t)
+            mask = torch.tensor(self.detached, device=self.device)[:, None]
+            weights = torch.where(mask, fixed, weights)
         loss = torch.where(self.uniform_t, (weights * losses).mean(1), losses.mean(1))
         self.optimizer.zero_grad()
         loss.sum().backward()  # members are independent: each gets its own gradient

@@ -6,11 +6,15 @@ independently — or, with ``endpoints``, two trained networks fixed at the ends
 connectivity) and the inner points starting on the line between them. Per step: the expected
 NLL (Gaussian with a learnt scale for regression, cross-entropy for classification) over
 ``t_samples`` points t ~ U(0, 1) along the curve; with ``uniform_t`` each point is weighted by
-‖b′(t)‖ / L so the expectation is uniform in arc length. Per evaluation: ``val/loss`` (the NLL
-averaged over a t-grid of the validation split), ``val/loss_max`` along the curve, ``val/acc``
-(classification), and the curve's ``val/path_length``, ``val/path_chord``, ``val/path_polygon``
-and ``val/path_mean_curvature``. The curve with the best ``val/loss`` is kept and exported.
-Order 0 trains one network (the end points of a later mode-connectivity sweep).
+‖b′(t)‖ / L so the expectation is uniform in arc length, the weights inside the differentiated
+loss as in the original (``uniform_t_weights: detached`` treats them as constants). Per
+evaluation: ``val/loss`` (the NLL averaged over a t-grid of the validation split),
+``val/loss_max`` along the curve, ``val/acc`` (classification), and the curve's geometry (see
+:func:`trainers.paths.bezier.metrics`): ``val/path_length``, ``val/path_chord``,
+``val/path_polygon``, ``val/path_mean_curvature_t`` (∫κ dt, the original's "Average
+curvature"), ``val/path_b2_integral`` (∫‖b″‖ dt) and ``val/path_mean_curvature_s`` (∫κ ds / L).
+The curve with the best ``val/loss`` is kept and exported. Order 0 trains one network (the end
+points of a later mode-connectivity sweep).
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ class PathsConfig(TrainerConfig):
     endpoints: tuple[str, str] | None = None
     t_samples: int = Field(8, ge=1)
     uniform_t: bool = False
+    # differentiated: ‖b′(t)‖ / L inside the loss's gradient (Dold et al.); detached: constants.
+    uniform_t_weights: Literal["differentiated", "detached"] = "differentiated"
     lr: float = Field(1e-2, gt=0)
     batch_size: int = Field(0, ge=0)  # training examples a step (0: the whole split)
     eval_points: int = Field(21, ge=2)
@@ -75,7 +81,7 @@ class PathsTrainer(Trainer):
     Config = PathsConfig
     probes = ("control_points",)
     config: PathsConfig
-    pack_fields = ("uniform_t", "lr")
+    pack_fields = ("uniform_t", "lr", "uniform_t_weights")
     packed = "trainers.paths.packed:PackedPathsTrainer"
 
     @classmethod
@@ -131,6 +137,16 @@ class PathsTrainer(Trainer):
             [-log_likelihood(y, out, self.log_scale, self.classify).mean() for out in outputs]
         )
 
+    def objective(self, t: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training loss at curve points ``t`` on (x, y): the mean NLL over t, each
+        weighted by ‖b′(t)‖ / L with ``uniform_t``."""
+        cfg = self.config
+        losses = self._nll(self._outputs(t, x), y)
+        if not cfg.uniform_t:
+            return losses.mean()
+        detach = cfg.uniform_t_weights == "detached"
+        return (bezier.arc_length_weights(self.theta, t, detach=detach) * losses).mean()
+
     def step(self) -> dict[str, float]:
         cfg = self.config
         t = torch.rand(cfg.t_samples, generator=self.generator).to(self.device, self.dtype)
@@ -138,15 +154,7 @@ class PathsTrainer(Trainer):
         if cfg.batch_size:
             idx = self.batches.next().to(self.device)
             x, y = x[idx], y[idx]
-        losses = self._nll(self._outputs(t, x), y)
-        if cfg.uniform_t:
-            with torch.no_grad():
-                grid = torch.linspace(0, 1, 257, device=self.device, dtype=self.dtype)
-                length = torch.trapezoid(bezier.speed(self.theta, grid), grid)
-                weights = bezier.speed(self.theta, t) / length.clamp_min(1e-12)
-            loss = (weights * losses).mean()
-        else:
-            loss = losses.mean()
+        loss = self.objective(t, x, y)
         self.optimizer.zero_grad()
         loss.backward()
         if cfg.endpoints is not None:  # the given networks stay where they are
