@@ -116,3 +116,14 @@ def test_pack_auto_on_a_gpu_sizes_packs_by_device_memory(monkeypatch):
     assert plan.member_cap(half)[0] == 2
     monkeypatch.setattr(PathsTrainer, "member_bytes", classmethod(lambda cls, c: None))
     assert "gives no member footprint" in plan.member_cap(spec)[1]
+
+
+def test_a_paths_members_footprint_counts_its_control_points_and_its_batch():
+    from trainers.paths.trainer import PathsConfig, PathsTrainer
+
+    small = PathsTrainer.member_bytes(PathsConfig(order=2, width=16))
+    params = 1 * 16 + 16 + 16 * 16 + 16 + 16 * 1 + 1  # the 1-16-16-1 MLP
+    activations = 3 * 210 * 8 * (1 + 32)  # whole toy split, 8 points of t, inputs + hidden
+    assert small == 4 * (4 * 3 * params + activations)
+    assert PathsTrainer.member_bytes(PathsConfig(order=4, width=16, dtype="float64")) > 2 * small
+    assert PathsTrainer.member_bytes(PathsConfig(dataset="csv", csv_path="x.csv")) is None

@@ -29,7 +29,7 @@ from torch import nn
 from torch.func import functional_call
 
 from trainers.base import Context, Trainer, TrainerConfig
-from trainers.data import Batches, load_dataset
+from trainers.data import Batches, image_shape, load_dataset
 from trainers.paths import bezier
 from trainers.paths.data import csv_regression
 from trainers.paths.model import (
@@ -43,6 +43,9 @@ from trainers.paths.model import (
     network,
     unflatten,
 )
+
+# Training-split sizes (70 %) of the datasets, for memory estimates without loading them
+TRAIN_SIZES = {"toy": 210, "diabetes": 309, "digits": 1258}
 
 
 class PathsConfig(TrainerConfig):
@@ -94,6 +97,27 @@ class PathsTrainer(Trainer):
                 load_dataset(c.dataset, data_dir, 0.3, 0)
             for path in c.endpoints or ():
                 load_endpoint(path)
+
+    @classmethod
+    def member_bytes(cls, config: PathsConfig) -> int | None:
+        """One curve's training memory, estimated: its K + 1 control points with their
+        gradients and Adam's two moments, and the activations of a batch at ``t_samples``
+        points of the curve (kept for the backward pass). ``csv``: unknown."""
+        if config.dataset == "csv":
+            return None
+        shape = {"toy": (1,), "diabetes": (10,)}.get(config.dataset) or image_shape(config.dataset)
+        with torch.device("meta"):
+            params = sum(p.numel() for p in network(shape, config).parameters())
+        size = 8 if config.dtype == "float64" else 4
+        train = TRAIN_SIZES.get(config.dataset, 42_000)
+        batch = min(config.batch_size or train, train)
+        if config.architecture == "cnn":
+            _, h, w = shape
+            per_example = 6 * h * w + 4 * h * w + config.width * config.depth
+        else:
+            per_example = math.prod(shape) + config.width * config.depth
+        activations = 3 * batch * config.t_samples * per_example  # outputs, activations, grads
+        return int(size * (4 * (config.order + 1) * params + activations))
 
     def setup(self, ctx: Context) -> None:
         cfg = self.config
