@@ -41,10 +41,11 @@ def test_curve_metrics_on_a_line_and_bounds_on_a_random_curve():
     m = bezier.metrics(line)
     assert m["length"] == pytest.approx(8**0.5, rel=1e-6)
     assert m["chord"] == pytest.approx(m["length"]) and m["polygon"] == pytest.approx(m["length"])
-    assert m["mean_curvature"] == pytest.approx(0, abs=1e-6)
+    for key in ("mean_curvature_s", "mean_curvature_t", "b2_integral"):
+        assert m[key] == pytest.approx(0, abs=1e-6), key
     curve = bezier.metrics(torch.randn(4, 6, generator=torch.Generator().manual_seed(2)))
     assert curve["chord"] <= curve["length"] <= curve["polygon"] + 1e-9
-    assert curve["mean_curvature"] > 0
+    assert curve["mean_curvature_s"] > 0 and curve["mean_curvature_t"] > 0
 
 
 def test_regression_datasets_split_70_10_20_and_standardise(tmp_path):
@@ -82,10 +83,15 @@ def test_subspace_reconstructs_the_control_points():
     from trainers.paths.sampling import Subspace
 
     theta = torch.randn(4, 50, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    sub = Subspace.from_control_points(theta)
-    assert sub.basis.shape == (3, 50)
-    assert torch.allclose(sub.basis @ sub.basis.T, torch.eye(3, dtype=torch.float64), atol=1e-10)
-    assert torch.allclose(sub.weights(sub.coords(theta)), theta, atol=1e-10)
+    eye = torch.eye(3, dtype=torch.float64)
+    ortho = Subspace.from_control_points(theta, "orthonormal")
+    assert ortho.basis.shape == (3, 50)
+    assert torch.allclose(ortho.basis @ ortho.basis.T, eye, atol=1e-10)
+    scaled = Subspace.from_control_points(theta)  # the original's: rows s_k v_k
+    s = scaled.singular_values
+    assert torch.allclose(scaled.basis @ scaled.basis.T, torch.diag(s**2), atol=1e-10)
+    for sub in (ortho, scaled):
+        assert torch.allclose(sub.weights(sub.coords(theta)), theta, atol=1e-10)
 
 
 def test_nuts_recovers_a_gaussian_with_converged_chains():
@@ -164,20 +170,20 @@ def test_rotation_minimising_frame_keeps_the_binormal_of_a_planar_curve():
 
 
 def test_lambda_space_with_zero_offset_lies_on_the_curve():
-    from trainers.paths.sampling import parametrisation
+    from trainers.paths.sampling import space
 
     theta = torch.randn(4, 30, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    dim, weights, log_prior = parametrisation("lambda", theta, 1.0, tube_scale=0.5)
-    assert dim == 3  # (t, ξ_1, ξ_2) around a cubic curve in its 3-D subspace
+    tunnel = space("lambda", theta, 1.0, tube_scale=0.5, basis="orthonormal")
+    assert tunnel.dim == 3  # (t, ξ_1, ξ_2) around a cubic curve in its 3-D subspace
     for s in (-2.0, 0.0, 1.5):
         q = torch.tensor([s, 0.0, 0.0], dtype=torch.float64)
-        on_curve = bezier.point(theta, torch.sigmoid(q[:1]))[0]
-        assert torch.allclose(weights(q), on_curve, atol=1e-8)
-        assert torch.isfinite(log_prior(q))
-    off = weights(torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
-    assert float((off - weights(torch.zeros(3, dtype=torch.float64))).norm()) == pytest.approx(
-        0.5, rel=1e-6
-    )  # a unit ξ moves the tube scale away from the curve
+        t = -0.1 + 1.2 * torch.sigmoid(q[:1])  # t on the original's (-0.1, 1.1)
+        assert torch.allclose(tunnel.weights(q), bezier.point(theta, t)[0], atol=1e-8)
+        assert torch.isfinite(tunnel.log_prior(q))
+    off = tunnel.weights(torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
+    zero = tunnel.weights(torch.zeros(3, dtype=torch.float64))
+    assert float((off - zero).norm()) == pytest.approx(0.5, rel=1e-6)
+    # a unit ξ moves the tube scale away from the curve (in weight units: orthonormal basis)
 
 
 @pytest.mark.slow

@@ -1,16 +1,19 @@
-"""Posterior sampling around a Bezier path: subspaces, potentials, NUTS chains, diagnostics.
+"""Posterior sampling around a Bezier path: subspaces, spaces, NUTS chains.
 
-The subspace comes from the SVD of the centred control points: θ = φ Π + μ (Π: K orthonormal
-rows). Spaces (``q`` is what the sampler moves):
-- ``line``: q ∈ ℝ, t = sigmoid(q), θ = b(t), a uniform prior on t;
-- ``varphi``: q = φ ∈ ℝ^K, θ = φ Π + μ, prior N(0, prior_scale² I);
-- ``lambda``: a tunnel around the curve: q = (s, ξ), t = sigmoid(s), φ = c(t) + r Σ ξ_i N_i(t)
-  with c the curve in subspace coordinates, N_i(t) a rotation-minimising frame along it and r
-  the tube scale; prior: t uniform in arc length (the correction log ‖c′(t)‖ / L), ξ ~ N(0, I);
+The subspace comes from the SVD of the centred control points, θ − μ = U S Vᵀ. With the
+original's ``scaled`` basis (Dold et al., ``OrthoSpan``) θ = φ Π + μ with Π = S_K V_Kᵀ, so the
+coordinates φ are in singular-value units (φ of the control points has unit-scale spread);
+``orthonormal`` uses Π = V_Kᵀ (φ in weight units). Spaces (``q`` is what the sampler moves):
+- ``line``: q ∈ ℝ, t = a + (b − a) sigmoid(q) on (a, b) = (−margin, 1 + margin) (the
+  original's (−0.1, 1.1)), φ = c(t); prior: t uniform in arc length, log ‖c′(t)‖ − log L
+  (L = ∫₀¹ ‖c′‖, c the curve in φ coordinates, as the original);
+- ``varphi``: q = φ ∈ ℝ^K, prior N(0, prior_scale² I);
+- ``lambda``: a tunnel around the curve: q = (s, ξ), t as for ``line``,
+  φ = c(t) + r Σ ξ_i N_i(t) with N_i(t) a rotation-minimising frame along c and r the tube
+  scale; prior: t as for ``line``, ξ ~ N(0, prior_scale² I) (the original's tube prior);
 - ``fullspace``: q = θ ∈ ℝ^P (all weights, the baseline), prior N(0, prior_scale² I).
-The likelihood is tempered: U(q) = −(1/T) log p(y | θ(q)) − log p(q). The sampler is pyro's
-NUTS driven one transition at a time (so the training loop owns the iterations); diagnostics
-(R-hat, bulk ESS, PSIS-LOO) come from ArviZ.
+Every function of q here is written for one q and is ``torch.func.vmap``-able, so chains can be
+evaluated together. :class:`Chain` is pyro's NUTS driven one transition at a time.
 """
 
 from __future__ import annotations
@@ -18,63 +21,178 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from trainers.paths import bezier
+from trainers.paths.diagnostics import diagnostics  # noqa: F401  (its former home)
+
+Basis = Literal["scaled", "orthonormal"]
+Fn = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
 class Subspace:
     mean: torch.Tensor  # P
-    basis: torch.Tensor  # K×P, orthonormal rows
+    basis: torch.Tensor  # K×P: S_K V_Kᵀ (scaled) or V_Kᵀ (orthonormal rows)
     singular_values: torch.Tensor  # K
+    scaled: bool = True
 
     @classmethod
-    def from_control_points(cls, theta: torch.Tensor) -> Subspace:
+    def from_control_points(cls, theta: torch.Tensor, basis: Basis = "scaled") -> Subspace:
         mean = theta.mean(0)
         _, s, vh = torch.linalg.svd(theta - mean, full_matrices=False)
         k = len(theta) - 1  # centred K+1 points span at most K dimensions
-        return cls(mean, vh[:k], s[:k])
+        scaled = basis == "scaled"
+        return cls(mean, s[:k, None] * vh[:k] if scaled else vh[:k], s[:k], scaled)
 
     def coords(self, theta: torch.Tensor) -> torch.Tensor:
-        return (theta - self.mean) @ self.basis.T
+        phi = (theta - self.mean) @ self.basis.T
+        return phi / self.singular_values**2 if self.scaled else phi  # rows of Π: ‖·‖ = s
 
     def weights(self, phi: torch.Tensor) -> torch.Tensor:
         return phi @ self.basis + self.mean
 
 
-def parametrisation(
-    space: str, theta: torch.Tensor, prior_scale: float, tube_scale: float = 0.1
-) -> tuple[int, Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
-    """(dimension, q ↦ flat weights, q ↦ log prior) of ``space`` around control points θ."""
-    if space == "line":
+@dataclass
+class Space:
+    """A sampling space: q ↦ flat weights, q ↦ φ (what R-hat and ESS are computed on, as the
+    original: subspace coordinates; the weights for ``fullspace``), q ↦ log prior (with the
+    Jacobian of the unconstrained coordinates), and the q of the curve's point at t."""
 
-        def weights(q):
-            return bezier.point(theta, torch.sigmoid(q).reshape(1))[0]
-
-        def log_prior(q):  # uniform t on (0, 1), in the coordinates q = logit(t)
-            return (torch.nn.functional.logsigmoid(q) + torch.nn.functional.logsigmoid(-q)).sum()
-
-        return 1, weights, log_prior
-    gauss = _gaussian(prior_scale)
-    if space == "lambda":
-        return _tunnel(theta, tube_scale)
-    if space == "varphi":
-        sub = Subspace.from_control_points(theta)
-        return len(sub.basis), sub.weights, gauss
-    if space == "fullspace":
-        return theta.shape[1], lambda q: q, gauss
-    raise ValueError(f"space: expected line, varphi, lambda or fullspace, got {space!r}")
+    dim: int
+    weights: Fn
+    phi: Fn
+    log_prior: Fn
+    on_curve: Callable[[float], torch.Tensor]
 
 
-def _gaussian(scale: float) -> Callable[[torch.Tensor], torch.Tensor]:
+def space(
+    name: str,
+    theta: torch.Tensor,
+    prior_scale: float,
+    tube_scale: float = 0.1,
+    basis: Basis = "scaled",
+    t_margin: float = 0.1,
+) -> Space:
+    """The sampling space ``name`` around control points θ ((K+1)×P)."""
+    gauss = gaussian(prior_scale)
+    if name == "fullspace":
+
+        def at_t(t: float) -> torch.Tensor:
+            return bezier.point(theta, theta.new_tensor([t]))[0]
+
+        return Space(theta.shape[1], lambda q: q, lambda q: q, gauss, at_t)
+    sub = Subspace.from_control_points(theta, basis)
+    coords = sub.coords(theta)  # the curve's control points in the K-dim subspace
+    k = coords.shape[1]
+    if name == "varphi":
+
+        def phi_at(t: float) -> torch.Tensor:
+            return bezier.point(coords, coords.new_tensor([t]))[0]
+
+        return Space(k, sub.weights, lambda q: q, gauss, phi_at)
+    if name not in ("line", "lambda"):
+        raise ValueError(f"space: expected line, varphi, lambda or fullspace, got {name!r}")
+    lo, hi = -t_margin, 1 + t_margin
+    log_t = _arc_length_t_prior(coords, lo, hi)
+    if name == "line":
+
+        def line_phi(q):
+            return bezier.point(coords, lo + (hi - lo) * torch.sigmoid(q[:1]))[0]
+
+        def line_prior(q):
+            return log_t(q[0])
+
+        def line_start(t: float) -> torch.Tensor:
+            return theta.new_tensor([_logit((t - lo) / (hi - lo))])
+
+        return Space(1, lambda q: sub.weights(line_phi(q)), line_phi, line_prior, line_start)
+    return _tunnel(sub, coords, tube_scale, gauss, log_t, lo, hi)
+
+
+def gaussian(scale: float, loc: float = 0.0) -> Fn:
     def log_prior(q):
-        return -0.5 * (q / scale).pow(2).sum() - q.numel() * math.log(
+        return -0.5 * ((q - loc) / scale).pow(2).sum() - q.numel() * math.log(
             scale * math.sqrt(2 * math.pi)
         )
 
     return log_prior
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def _arc_length_t_prior(coords: torch.Tensor, lo: float, hi: float) -> Fn:
+    """s ↦ log density of s, t = lo + (hi − lo) sigmoid(s) uniform in arc length: the logistic
+    Jacobian plus log ‖c′(t)‖ − log L, L = ∫₀¹ ‖c′‖ on 10,000 points (as the original; up to
+    the constant log(hi − lo) the original's Uniform(lo, hi) and its Jacobian cancel)."""
+    grid = torch.linspace(0, 1, 10_000, dtype=coords.dtype, device=coords.device)
+    log_length = math.log(float(torch.trapezoid(bezier.speed(coords, grid), grid)))
+
+    def log_prior(s):
+        t = lo + (hi - lo) * torch.sigmoid(s.reshape(1))
+        jacobian = torch.nn.functional.logsigmoid(s) + torch.nn.functional.logsigmoid(-s)
+        speed = bezier.speed(coords, t)[0].clamp_min(1e-300)
+        return jacobian + torch.log(speed) - log_length
+
+    return log_prior
+
+
+def rotation_minimising_frame(points: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
+    """Normal frames along a polyline (n×d points, n×d unit tangents) by the double-reflection
+    method (Wang et al. 2008): n×(d−1)×d, each frame orthonormal and ⊥ its tangent."""
+    d = points.shape[1]
+    basis, _ = torch.linalg.qr(torch.cat([tangents[:1].T, torch.eye(d, dtype=points.dtype)], 1))
+    frame = basis[:, 1:d].T * torch.sign(basis[:, :1].T @ tangents[0])  # ⊥ the first tangent
+    frames = [frame]
+    for i in range(len(points) - 1):
+        v1 = points[i + 1] - points[i]
+        c1 = v1 @ v1
+        if c1 < 1e-30:  # no movement: keep the frame
+            frames.append(frame)
+            continue
+        r = frame - (2 / c1) * (frame @ v1)[:, None] * v1
+        t_l = tangents[i] - (2 / c1) * (tangents[i] @ v1) * v1
+        v2 = tangents[i + 1] - t_l
+        c2 = v2 @ v2
+        frame = r if c2 < 1e-30 else r - (2 / c2) * (r @ v2)[:, None] * v2
+        frames.append(frame)
+    return torch.stack(frames)
+
+
+def _tunnel(sub, coords, tube_scale, gauss, log_t, lo, hi, grid: int = 301) -> Space:
+    if len(coords) < 3:
+        raise ValueError("space lambda needs a curve of order K >= 2 (a tube needs normals)")
+    ts = torch.linspace(lo, hi, grid, dtype=coords.dtype, device=coords.device)
+    d1 = bezier.derivative(coords, ts)
+    frames = rotation_minimising_frame(bezier.point(coords, ts), d1 / d1.norm(dim=1, keepdim=True))
+
+    def frame_at(t: torch.Tensor) -> torch.Tensor:
+        """The frame at t (1 element), interpolated and re-orthonormalised between grid points
+        (index_select, not indexing, so that it vmaps)."""
+        pos = (t[0] - lo) / (hi - lo) * (grid - 1)
+        i = pos.detach().floor().clamp(0, grid - 2).long().reshape(1)
+        w = pos - i[0]
+        mixed = (1 - w) * frames.index_select(0, i)[0] + w * frames.index_select(0, i + 1)[0]
+        q, r = torch.linalg.qr(mixed.T)
+        return (q * torch.sign(torch.diagonal(r))).T
+
+    def phi(q):
+        t = lo + (hi - lo) * torch.sigmoid(q[:1])
+        return bezier.point(coords, t)[0] + tube_scale * q[1:] @ frame_at(t)
+
+    def log_prior(q):
+        return log_t(q[0]) + gauss(q[1:])
+
+    def start(t: float) -> torch.Tensor:
+        q = coords.new_zeros(coords.shape[1])
+        q[0] = _logit((t - lo) / (hi - lo))
+        return q
+
+    return Space(coords.shape[1], lambda q: sub.weights(phi(q)), phi, log_prior, start)
 
 
 class Chain:
@@ -110,7 +228,8 @@ def run_chains(
     seed: int = 0,
     jitter: float = 0.1,
 ) -> torch.Tensor:
-    """chains × draws × dim samples of exp(−potential), chains started around ``start``."""
+    """chains × draws × dim NUTS samples of exp(−potential), chains (one after another)
+    started around ``start``."""
     out = []
     for c in range(chains):
         torch.manual_seed(seed + c)
@@ -120,91 +239,3 @@ def run_chains(
             chain.step()
         out.append(torch.stack([chain.step().clone() for _ in range(draws)]))
     return torch.stack(out)
-
-
-def diagnostics(samples: torch.Tensor, log_lik: torch.Tensor) -> dict[str, float]:
-    """R-hat (max over dimensions), bulk ESS (min), LPPD and PSIS-LOO elpd, by ArviZ.
-
-    ``samples``: chains × draws × dim; ``log_lik``: chains × draws × n (pointwise, test data).
-    """
-    import arviz as az
-    import numpy as np
-
-    idata = az.from_dict(
-        posterior={"q": samples.detach().cpu().double().numpy()},
-        log_likelihood={"y": log_lik.detach().cpu().double().numpy()},
-    )
-    rhat = az.rhat(idata, var_names=["q"])["q"].values
-    ess = az.ess(idata, var_names=["q"], method="bulk")["q"].values
-    ll = log_lik.detach().double().reshape(-1, log_lik.shape[-1])
-    lppd = float((torch.logsumexp(ll, 0) - math.log(len(ll))).sum())
-    loo = az.loo(idata, pointwise=False)
-    return {
-        "rhat_max": float(np.max(rhat)),
-        "ess_bulk_min": float(np.min(ess)),
-        "lppd": lppd,
-        "elpd_loo": float(loo.elpd_loo),
-    }
-
-
-def rotation_minimising_frame(points: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
-    """Normal frames along a polyline (n×d points, n×d unit tangents) by the double-reflection
-    method (Wang et al. 2008): n×(d−1)×d, each frame orthonormal and ⊥ its tangent."""
-    d = points.shape[1]
-    basis, _ = torch.linalg.qr(torch.cat([tangents[:1].T, torch.eye(d, dtype=points.dtype)], 1))
-    frame = basis[:, 1:d].T * torch.sign(basis[:, :1].T @ tangents[0])  # ⊥ the first tangent
-    frames = [frame]
-    for i in range(len(points) - 1):
-        v1 = points[i + 1] - points[i]
-        c1 = v1 @ v1
-        if c1 < 1e-30:  # no movement: keep the frame
-            frames.append(frame)
-            continue
-        r = frame - (2 / c1) * (frame @ v1)[:, None] * v1
-        t_l = tangents[i] - (2 / c1) * (tangents[i] @ v1) * v1
-        v2 = tangents[i + 1] - t_l
-        c2 = v2 @ v2
-        frame = r if c2 < 1e-30 else r - (2 / c2) * (r @ v2)[:, None] * v2
-        frames.append(frame)
-    return torch.stack(frames)
-
-
-def _tunnel(theta: torch.Tensor, tube_scale: float, grid: int = 257):
-    if len(theta) < 3:
-        raise ValueError("space lambda needs a curve of order K >= 2 (a tube needs normals)")
-    sub = Subspace.from_control_points(theta)
-    coords = sub.coords(theta)  # the curve's control points in the K-dim subspace
-    ts = torch.linspace(0, 1, grid, dtype=theta.dtype, device=theta.device)
-    d1 = bezier.derivative(coords, ts)
-    frames = rotation_minimising_frame(bezier.point(coords, ts), d1 / d1.norm(dim=1, keepdim=True))
-    speed = d1.norm(dim=1)
-    length = torch.trapezoid(speed, ts)
-    k = coords.shape[1]
-
-    def at(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The frame (re-orthonormalised between grid points) and the speed at t."""
-        pos = t * (grid - 1)
-        i = int(pos.detach().floor().clamp(0, grid - 2))
-        w = pos - i
-        q, r = torch.linalg.qr(((1 - w) * frames[i] + w * frames[i + 1]).T)
-        return (q * torch.sign(torch.diagonal(r))).T, (1 - w) * speed[i] + w * speed[i + 1]
-
-    def weights(q):
-        t = torch.sigmoid(q[:1])
-        frame, _ = at(t[0])
-        phi = bezier.point(coords, t)[0] + tube_scale * q[1:] @ frame
-        return sub.weights(phi)
-
-    def log_prior(q):
-        s, xi = q[0], q[1:]
-        t = torch.sigmoid(s)
-        _, v = at(t)
-        jacobian = torch.nn.functional.logsigmoid(s) + torch.nn.functional.logsigmoid(-s)
-        return (
-            jacobian
-            + torch.log(v / length)
-            - 0.5 * (xi**2).sum()
-            - 0.5 * (k - 1) * math.log(2 * math.pi)
-        )
-
-    return k, weights, log_prior

@@ -1,37 +1,67 @@
 """The ``subspace`` trainer: sample the posterior around a trained Bezier path.
 
 Reads a ``paths`` run's final model (``path_model``: its ``model/model.pt``), builds the chosen
-space around its curve (see :mod:`trainers.paths.sampling`), and runs ``chains`` NUTS chains
-one after another, one transition per loop step (``warmup`` + ``draws`` each; set
-``stop.iterations`` to at least ``chains × (warmup + draws)``). Per step: ``train/potential``.
-When the last chain is done, evaluation reports ``val/rhat_max``, ``val/ess_bulk_min`` (ArviZ),
-``val/lppd`` and ``val/elpd_loo`` (PSIS-LOO) and ``val/rmse`` (regression) or ``val/acc``
-(classification) of the posterior predictive mean on the test split, with ``val/grad_evals``
-and ``val/sample_seconds``.
+space around its curve (see :mod:`trainers.paths.sampling`) and samples
+p(q | train) ∝ p(train | θ(q))^(1/T) p(q). Chains start as the original's (Dold et al.): on the
+curve at t ~ U(0, 1) (subspace spaces) or from trained ensemble members (``fullspace``), with
+the path's learnt noise scale. Samplers:
+
+- ``nuts``: pyro's NUTS, the chains one after another, one transition per loop step
+  (``warmup`` + ``draws`` each: ``stop.iterations`` ≥ ``chains × (warmup + draws)``);
+- ``mclmc``: :mod:`trainers.paths.mclmc`, all chains vectorised, tuned on
+  ``warmup × steps_per_draw`` steps (BlackJAX runs 30% of them), one draw per chain kept every
+  ``steps_per_draw`` steps; a loop step runs ``steps_per_draw`` steps of every chain
+  (``stop.iterations`` ≥ ``0.3 × warmup + 2 + draws``); it needs ≥ 2 dimensions (not
+  ``line`` with a fixed σ or a classifier).
+
+Per step: ``train/potential``. When every chain is done, evaluation reports the diagnostics of
+:mod:`trainers.paths.diagnostics` (``val/rhat_max``, ``val/ess_bulk_min``, ``val/lppd``,
+``val/elpd_loo`` …), ``val/rmse`` (regression) or ``val/acc`` (classification) of the
+posterior predictive mean on the test split, ``val/grad_evals`` and ``val/sample_seconds``.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from pydantic import Field
+from torch.func import grad_and_value, vmap
 
 from trainers.base import Context, Trainer, TrainerConfig
 from trainers.local import LocalContext
 from trainers.paths import sampling
+from trainers.paths.diagnostics import diagnostics
+from trainers.paths.mclmc import MCLMC
 from trainers.paths.model import load_paths_model
 from trainers.paths.trainer import PathsConfig, PathsTrainer
+
+# log σ ~ N(loc, scale²): the original's LogNormal(0, 1) prior on σ (LogNormal(−1, 0.1) in
+# the full space) in the unconstrained coordinate log σ.
+NOISE_PRIOR = {"subspace": (0.0, 1.0), "fullspace": (-1.0, 0.1)}
 
 
 class SubspaceConfig(TrainerConfig):
     path_model: str = ""  # model/model.pt of a finished ``paths`` run
     space: Literal["line", "varphi", "lambda", "fullspace"] = "varphi"
-    tube_scale: float = Field(0.1, gt=0)  # lambda: radius of a unit offset from the curve
+    # scaled: φ in singular-value units (the original's S_K V_Kᵀ); orthonormal: V_Kᵀ.
+    basis: Literal["scaled", "orthonormal"] = "scaled"
+    tube_scale: float = Field(0.1, gt=0)  # lambda: the offset of a unit ξ, in φ units
+    t_margin: float = Field(0.1, ge=0, lt=0.5)  # line, lambda: t ∈ (−margin, 1 + margin)
     temperature: float = Field(1.0, gt=0)
-    prior_scale: float = Field(1.0, gt=0)
+    prior_scale: float = Field(1.0, gt=0)  # φ (varphi), ξ (lambda), θ (fullspace)
+    # Regression noise σ: sampled from the path's learnt value (the original's "homo", prior
+    # on log σ: NOISE_PRIOR) or fixed at it.
+    noise: Literal["sampled", "fixed"] = "sampled"
+    sampler: Literal["nuts", "mclmc"] = "nuts"
+    steps_per_draw: int = Field(50, ge=1)  # mclmc (the original's num_forward_passes // 2)
+    integrator: Literal["mclachlan", "leapfrog"] = "mclachlan"  # mclmc
+    # fullspace chains start from trained ensemble members (the original) or on the path.
+    fullspace_init: Literal["ensemble", "path"] = "ensemble"
+    ensemble_steps: int = Field(1000, ge=0)  # Adam steps of each ensemble member
     chains: int = Field(2, ge=1)
     warmup: int = Field(200, ge=1)
     draws: int = Field(300, ge=2)
@@ -58,42 +88,90 @@ class SubspaceTrainer(Trainer):
         state = header["state"]
         self.theta = state["theta"].to(ctx.device)
         self.log_scale = state["log_scale"].to(ctx.device)
-        self.dim, self.weights, self.log_prior = sampling.parametrisation(
-            cfg.space, self.theta, cfg.prior_scale, cfg.tube_scale
+        self.space = sampling.space(
+            cfg.space, self.theta, cfg.prior_scale, cfg.tube_scale, cfg.basis, cfg.t_margin
         )
+        self.sampled_noise = cfg.noise == "sampled" and not self.path.classify
+        loc, scale = NOISE_PRIOR["fullspace" if cfg.space == "fullspace" else "subspace"]
+        self.noise_prior = sampling.gaussian(scale, loc)
+        self.dim = self.space.dim + int(self.sampled_noise)
         self.seed = ctx.seed
+        self.starts = self._starts()
+        self.batched = vmap(grad_and_value(self.log_density))
         self.samples: list[torch.Tensor] = []  # finished chains, draws × dim each
         self.current: list[torch.Tensor] = []
         self.evaluations, self.seconds = 0, 0.0
         self.chain: sampling.Chain | None = None
-        self.transitions = 0  # of the current chain
+        self.transitions = 0  # of the current NUTS chain
+        self.mclmc = self._mclmc() if cfg.sampler == "mclmc" else None
+
+    def _split(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the space's coordinates, log σ) of one q."""
+        k = self.space.dim
+        return q[:k], (q[k] if self.sampled_noise else self.log_scale)
+
+    def log_density(self, q: torch.Tensor) -> torch.Tensor:
+        """log p(train | θ(q)) / T + log p(q), up to a constant; vmap-able."""
+        x, log_scale = self._split(q)
+        log_lik = self.path.log_likelihood(self.space.weights(x), "train", log_scale).sum()
+        prior = self.space.log_prior(x)
+        if self.sampled_noise:
+            prior = prior + self.noise_prior(log_scale)
+        return log_lik / self.config.temperature + prior
 
     def potential(self, q: torch.Tensor) -> torch.Tensor:
-        log_lik = self.path.log_likelihood(self.weights(q), "train", self.log_scale).sum()
-        return -log_lik / self.config.temperature - self.log_prior(q)
+        return -self.log_density(q)
 
-    def _start(self) -> torch.Tensor:
+    def _log_density_and_grad(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        grad, value = self.batched(q)
+        return value.detach(), grad.detach()
+
+    def _starts(self) -> torch.Tensor:
+        """chains × dim: the original's starts (see the module docstring)."""
         cfg = self.config
-        gen = torch.Generator().manual_seed(self.seed * 100 + len(self.samples))
-        if cfg.space in ("line", "lambda"):  # around the middle of the curve
-            return 0.1 * torch.randn(self.dim, generator=gen)
-        if cfg.space == "varphi":  # around the curve's own coordinates
-            sub = sampling.Subspace.from_control_points(self.theta)
-            middle = sub.coords(self.theta).mean(0)
-            return middle + 0.1 * torch.randn(self.dim, generator=gen)
-        return self.theta.mean(0) + 0.01 * torch.randn(self.dim, generator=gen)
+        gen = torch.Generator().manual_seed(self.seed * 100 + 7)
+        ts = torch.rand(cfg.chains, generator=gen, dtype=torch.float64).tolist()
+        log_scales = self.log_scale.expand(cfg.chains)
+        if cfg.space == "fullspace" and cfg.fullspace_init == "ensemble":
+            from trainers.paths.ensemble import train_ensemble
+
+            starts, log_scales = train_ensemble(
+                self.path, cfg.chains, cfg.ensemble_steps, self.seed
+            )
+        else:
+            starts = torch.stack([self.space.on_curve(t) for t in ts])
+        starts = starts.to(self.theta.device, self.theta.dtype)
+        if self.sampled_noise:
+            starts = torch.cat([starts, log_scales.to(starts)[:, None]], 1)
+        return starts.detach()
+
+    def _mclmc(self) -> MCLMC:
+        cfg = self.config
+        tune = cfg.warmup * cfg.steps_per_draw
+        return MCLMC(
+            self._log_density_and_grad, self.starts, tune, self.seed, integrator=cfg.integrator
+        )
 
     @property
     def done(self) -> bool:
         return len(self.samples) >= self.config.chains
 
     def step(self) -> dict[str, float]:
-        cfg = self.config
         if self.done:  # all chains drawn: nothing more to do
             return {"train/potential": self._last}
         started = time.perf_counter()
+        if self.mclmc is not None:
+            self._mclmc_step()
+        else:
+            self._nuts_step()
+        self.seconds += time.perf_counter() - started
+        return {"train/potential": self._last}
+
+    def _nuts_step(self) -> None:
+        cfg = self.config
         if self.chain is None:
-            self.chain = sampling.Chain(self.potential, self._start(), cfg.warmup)
+            start = self.starts[len(self.samples)]
+            self.chain = sampling.Chain(self.potential, start, cfg.warmup)
             self.transitions, self.current = 0, []
         q = self.chain.step()
         self.transitions += 1
@@ -103,10 +181,23 @@ class SubspaceTrainer(Trainer):
             self.samples.append(torch.stack(self.current))
             self.evaluations += self.chain.evaluations
             self.chain = None
-        self.seconds += time.perf_counter() - started
         with torch.no_grad():
             self._last = float(self.potential(q))
-        return {"train/potential": self._last}
+
+    def _mclmc_step(self) -> None:
+        sampler, cfg = self.mclmc, self.config
+        if sampler.tuning:
+            for _ in range(cfg.steps_per_draw):
+                if sampler.tuning:
+                    sampler.step()
+        else:
+            for _ in range(cfg.steps_per_draw):
+                q = sampler.step()
+            self.current.append(q.clone())
+        if len(self.current) == cfg.draws:
+            self.samples = list(torch.stack(self.current, 1))
+            self.evaluations = sampler.evaluations
+        self._last = float(-sampler.state["logdensity"].mean())
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -114,36 +205,54 @@ class SubspaceTrainer(Trainer):
             return {"val/chains_done": float(len(self.samples))}
         draws = torch.stack(self.samples)  # chains × draws × dim
         flat = draws.reshape(-1, self.dim)
-        log_lik = torch.stack(
-            [self.path.log_likelihood(self.weights(q), "test", self.log_scale) for q in flat]
-        )
-        preds = torch.stack([self.path.predict(self.weights(q), "test") for q in flat])
+        x = flat[:, : self.space.dim]
+        log_scale = flat[:, -1] if self.sampled_noise else self.log_scale.expand(len(flat))
+        weights = vmap(self.space.weights, chunk_size=256)(x)
+        phi = vmap(self.space.phi, chunk_size=256)(x)
+
+        def pointwise(part: str) -> torch.Tensor:
+            fn = vmap(lambda w, s: self.path.log_likelihood(w, part, s), chunk_size=64)
+            return fn(weights, log_scale).reshape(*draws.shape[:2], -1)
+
+        preds = vmap(lambda w: self.path.predict(w, "test"), chunk_size=64)(weights)
         y = self.path.data["test"][1]
-        metrics = sampling.diagnostics(draws, log_lik.reshape(*draws.shape[:2], -1))
+        metrics = diagnostics(
+            phi.reshape(*draws.shape[:2], -1), pointwise("train"), pointwise("test"), q=draws
+        )
         if self.path.classify:  # accuracy of the posterior predictive
             probs = preds.softmax(-1).mean(0)
             metrics["acc"] = float(probs.argmax(1).eq(y).float().mean())
         else:
             metrics["rmse"] = float((preds.mean(0).flatten() - y.flatten()).pow(2).mean().sqrt())
+            if self.sampled_noise:
+                metrics["noise_scale"] = float(log_scale.exp().mean())
         metrics["grad_evals"] = float(self.evaluations)
+        metrics["grad_evals_per_draw"] = self.evaluations / math.prod(draws.shape[:2])
         metrics["sample_seconds"] = self.seconds
         metrics["chains_done"] = float(len(self.samples))
         return {f"val/{k}": v for k, v in metrics.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        # Finished chains are kept; an unfinished chain restarts on resume (NUTS adaptation
-        # state is not saved).
-        return {
+        # NUTS: finished chains are kept; an unfinished chain restarts on resume (its
+        # adaptation state is not saved). MCLMC: the whole sampler state is saved.
+        state = {
             "samples": list(self.samples),
             "evaluations": self.evaluations,
             "seconds": self.seconds,
         }
+        if self.mclmc is not None:
+            state.update(mclmc=self.mclmc.state_dict(), current=list(self.current))
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.samples = list(state["samples"])
         self.evaluations, self.seconds = int(state["evaluations"]), float(state["seconds"])
         self.chain = None
-        if self.samples:  # what step() reports once every chain is drawn
+        if "mclmc" in state and self.mclmc is not None:
+            self.mclmc.load_state_dict(state["mclmc"])
+            self.current = list(state["current"])
+            self._last = float(-self.mclmc.state["logdensity"].mean())
+        elif self.samples:  # what step() reports once every chain is drawn
             with torch.no_grad():
                 self._last = float(self.potential(self.samples[-1][-1]))
 
