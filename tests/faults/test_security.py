@@ -71,7 +71,7 @@ def test_yaml_is_parsed_safely_and_nothing_evaluates_config_strings(tmp_path, ca
 
 
 def test_services_bind_127_0_0_1_unless_told_otherwise():
-    parser = cli._parser()
+    parser = cli.parser()
     assert parser.parse_args(["ui"]).host == "127.0.0.1"
     assert parser.parse_args(["server"]).host == "127.0.0.1"
     # Launcher clusters: Ray's dashboard on the head's loopback (reach it with `ray dashboard`);
