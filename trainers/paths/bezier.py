@@ -6,6 +6,7 @@ differentiable in θ.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -122,3 +123,118 @@ def metrics(theta: torch.Tensor, grid: int = 1000) -> dict[str, float]:
             "b2_integral": float(torch.trapezoid(a2.clamp_min(0).sqrt(), t)),
             "mean_curvature_s": bending / length if length > 0 else 0.0,
         }
+
+
+# Batched forms for packed trainers: B curves at once, θ B×(K+1)×P. Each curve's values equal
+# the functions above up to float rounding (the same formulas, summed in another order).
+
+
+def points(theta: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """b(t) of each curve at its own ``t`` (B×n): B×n×P, one batched product."""
+    w = bernstein(t.reshape(-1), theta.shape[1] - 1).reshape(*t.shape, -1)
+    return w @ theta
+
+
+def _quadratic(w: torch.Tensor, gram: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+    """w(t)ᵀ G u(t) for every curve and t. Weights on one grid shared by every curve (n×K):
+    one product (B × K²) @ (K² × n) of the Gram matrices with the grid's weight products;
+    weights per curve (B×n×K): per curve, as :func:`speed`."""
+    u = w if u is None else u
+    if w.dim() == 2:
+        outer = (w[:, :, None] * u[:, None, :]).reshape(len(w), -1)
+        return gram.reshape(len(gram), -1) @ outer.T
+    return ((w @ gram) * u).sum(-1)
+
+
+def _root(squared: torch.Tensor) -> torch.Tensor:
+    positive = squared > 0  # √ at 0 has an infinite derivative: give it 0 instead
+    return torch.where(positive, torch.where(positive, squared, 1).sqrt(), 0)
+
+
+def speeds(theta: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """‖b′(t)‖ per curve: ``t`` one grid (n, shared: B×n) or each curve's own (B×n)."""
+    order = theta.shape[1] - 1
+    if order == 0:
+        return torch.zeros(len(theta), t.shape[-1], dtype=theta.dtype, device=theta.device)
+    w = bernstein(t.reshape(-1), order - 1).reshape(*t.shape, -1)
+    d1 = theta[:, 1:] - theta[:, :-1]
+    return _root(order**2 * _quadratic(w, d1 @ d1.mT))
+
+
+@functools.lru_cache(maxsize=8)
+def _length_grid(order: int, grid: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """For the length of curves of ``order`` on ``grid`` points of t (float64): the products
+    B_{i,K−1}(t) B_{j,K−1}(t) (grid × K²) and the trapezoid rule's weights (grid)."""
+    ts = torch.linspace(0, 1, grid, dtype=torch.float64, device=device)
+    w = bernstein(ts, order - 1)
+    outer = (w[:, :, None] * w[:, None, :]).reshape(grid, -1)
+    dx = ts.diff()
+    rule = torch.zeros_like(ts)
+    rule[1:] += dx / 2
+    rule[:-1] += dx / 2
+    return outer, rule
+
+
+class _Length(torch.autograd.Function):
+    """L = Σ_g c_g √(K² G·(w(t_g) ⊗ w(t_g))) for Gram matrices G (B×K²): one matrix product
+    and square roots in place (√ at 0: gradient 0, as :func:`speed`)."""
+
+    @staticmethod
+    def forward(ctx, gram: torch.Tensor, outer: torch.Tensor, rule: torch.Tensor, order: int):
+        speed = (order**2 * (gram @ outer.T)).clamp_min_(0).sqrt_()
+        ctx.save_for_backward(speed, outer, rule)
+        ctx.order = order
+        return speed @ rule
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        speed, outer, rule = ctx.saved_tensors
+        squared = (grad[:, None] * rule) / (2 * speed)
+        squared.masked_fill_(speed == 0, 0)
+        return ctx.order**2 * (squared @ outer), None, None, None
+
+
+def arc_length_weights_batch(theta: torch.Tensor, t: torch.Tensor, grid: int = 10_000):
+    """:func:`arc_length_weights` of each curve at its own ``t`` (B×n): B×n, differentiable
+    in θ (pass ``θ.detach()`` rows for constant weights). The 10,000-point grid is one matrix
+    product for all curves (its weights computed once a process), not B."""
+    th = theta.double()
+    order = th.shape[1] - 1
+    if order == 0:
+        return torch.zeros_like(t)
+    d1 = th[:, 1:] - th[:, :-1]
+    outer, rule = _length_grid(order, grid, th.device)
+    length = _Length.apply((d1 @ d1.mT).reshape(len(th), -1), outer, rule, order)
+    return (speeds(th, t.double()) / length.clamp_min(1e-12)[:, None]).to(theta.dtype)
+
+
+def metrics_batch(theta: torch.Tensor, grid: int = 1000) -> dict[str, list[float]]:
+    """:func:`metrics` of each curve (B×(K+1)×P): one list of B values per quantity."""
+    with torch.no_grad():
+        t = torch.linspace(0, 1, grid, dtype=torch.float64, device=theta.device)
+        th = theta.double()
+        order = th.shape[1] - 1
+        v2 = speeds(th, t) ** 2
+        d1 = th[:, 1:] - th[:, :-1]
+        if order >= 2:
+            d2 = d1[:, 1:] - d1[:, :-1]
+            g12, g22 = d1 @ d2.mT, d2 @ d2.mT
+            w, u = bernstein(t, order - 1), bernstein(t, order - 2)
+            a2 = (order * (order - 1)) ** 2 * _quadratic(u, g22)
+            va = order**2 * (order - 1) * _quadratic(w, g12, u)
+        else:
+            a2 = va = torch.zeros_like(v2)
+        v = v2.sqrt()
+        cross = (v2 * a2 - va**2).clamp_min(0).sqrt()
+        kappa = cross / v.clamp_min(1e-30) ** 3
+        length = torch.trapezoid(v, t, dim=-1)
+        bending = torch.trapezoid(kappa * v, t, dim=-1)
+        values = {
+            "length": length,
+            "chord": (th[:, -1] - th[:, 0]).norm(dim=-1),
+            "polygon": d1.norm(dim=-1).sum(-1),
+            "mean_curvature_t": torch.trapezoid(kappa, t, dim=-1),
+            "b2_integral": torch.trapezoid(a2.clamp_min(0).sqrt(), t, dim=-1),
+            "mean_curvature_s": torch.where(length > 0, bending / length, 0.0),
+        }
+        return {k: v.tolist() for k, v in values.items()}
