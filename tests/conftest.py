@@ -47,6 +47,19 @@ def ray_session(tmp_path_factory):
 
 
 @pytest.fixture
+def cuda():
+    """The CUDA device of a ``gpu`` test. Without one the test skips with its reason, or fails
+    where ``DYNSWEEP_REQUIRE_GPU`` is set (a GPU runner, where a missing device is an error)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        if os.environ.get("DYNSWEEP_REQUIRE_GPU"):
+            pytest.fail("DYNSWEEP_REQUIRE_GPU is set and there is no CUDA device")
+        pytest.skip("no CUDA device (the gpu tier runs where there is one)")
+    return torch.device("cuda")
+
+
+@pytest.fixture
 def workdir(tmp_path, monkeypatch):
     """Run in an empty folder, so mlflow.db and dynsweep_runs/ land there."""
     monkeypatch.chdir(tmp_path)

@@ -10,6 +10,19 @@ are taken after that update. Step 0 (the initial state) is recorded on a fresh s
 A packed trainer (:mod:`trainers.packing`) trains several grid points at once: each member's
 values go to its own sink in ``ctx.members`` (metrics, recordings), a member whose metrics turn
 non-finite is failed alone, and the scheduler sees the mean over the members still alive.
+
+Metric values may be floats or tensors (0-d, or 1-d with one value per member of a packed
+trainer). Floats are checked and logged at once. Tensors stay on the device until a value is
+needed: a report or checkpoint (every ``report_every`` steps), a metric stop rule whose metric
+is in that step's row (then every such step), the last step, an exception out of the trainer.
+All waiting steps are then copied to the host in one transfer (one per device and dtype; CPU
+tensors are simply read) and logged step by step, with their own step numbers, as if logged
+at once. On a GPU this removes a host-device sync per step. The price: a non-finite value is
+found up to ``report_every`` steps late (at most ``MAX_PENDING``). The trial (or the member)
+still fails with the first bad step's message, every finite step before it is logged, and the
+recordings made from that step on are discarded
+(:meth:`trainers.recording.Recorder.discard_from`), so what is kept equals an immediate check;
+only the extra steps' compute is lost.
 """
 
 from __future__ import annotations
@@ -18,12 +31,15 @@ import math
 import time
 from typing import Any, Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dynsweep.errors import TrialFailure
 from trainers.base import Context, FitResult, Trainer
 from trainers.packing import member_rows
 from trainers.recording import Every, Recorder, RecordSpec
+
+MAX_PENDING = 1000  # steps whose tensor metrics may wait on the device, whatever report_every
 
 
 class StopRule(BaseModel):
@@ -81,22 +97,22 @@ class _Members:
                 f"the trainer packs {count} members; the context has {len(ctx.members)}"
             )
         self.sinks, self.count = ctx.members, count
-        self.dead: set[int] = set()
+        self.live = list(range(count))  # members not failed, in order
+        self.recorders: list[Recorder] = []
 
-    @property
-    def live(self) -> list[int]:
-        return [i for i in range(self.count) if i not in self.dead]
-
-    def check(self, step: int, metrics: dict) -> list[dict[str, float]]:
+    def check(self, step: int, metrics: dict, cut: int) -> list[dict[str, float]]:
         """Rows per member; a member with a non-finite value is failed (the trial, when it
-        was the last one alive)."""
+        was the last one alive) and its recordings from step ``cut`` on are discarded (none
+        exist unless the check comes late)."""
         rows = member_rows(metrics, self.count)
         for i in self.live:
             bad = {k: v for k, v in rows[i].items() if not math.isfinite(v)}
             if bad:
                 shown = ", ".join(f"{k} = {v}" for k, v in bad.items())
                 message = f"non-finite metric at step {step}: {shown}"
-                self.dead.add(i)
+                self.live = [j for j in self.live if j != i]
+                if self.recorders:
+                    self.recorders[i].discard_from(cut)
                 if not self.live:
                     raise TrialFailure(message)
                 self.sinks[i].fail(message)
@@ -134,7 +150,7 @@ def fit(
         trainer.load_state_dict(resume["trainer"])
         start, elapsed_before = int(resume["step"]), float(resume["elapsed_s"])
     members = _Members(ctx, trainer.members)
-    recorders = [
+    recorders = members.recorders = [
         Recorder(
             sink.trajectory_dir,
             attempt=attempt,
@@ -147,6 +163,9 @@ def fit(
     ]
     spe = trainer.steps_per_epoch
     columns: dict[str, dict] = {}
+    # Steps whose metrics are still tensors on the device: [step, step() metrics, evaluate()
+    # metrics or None], settled (copied, checked, logged) when a value is needed.
+    pending: list[list] = []
     t0 = time.monotonic()
 
     def record(step: int) -> None:
@@ -164,6 +183,20 @@ def fit(
                         spec,
                     )
 
+    def settle() -> list[dict[str, float]]:
+        """Check and log every pending step in order (one transfer); the last step's rows."""
+        entries = pending[:]
+        pending.clear()
+        fetched = host_values([m for _, train, ev in entries for m in (train, ev or {})])
+        for n, (step, _, ev) in enumerate(entries):
+            train, extra = fetched[2 * n], fetched[2 * n + 1]
+            rows = members.check(step, train, cut=step)  # no recording of a bad step
+            if ev is not None:  # evaluated after the step's recording: that row stays
+                for row, values in zip(rows, members.check(step, extra, cut=step + 1)):
+                    row.update(values)
+            members.log(step, rows)
+        return rows
+
     def checkpoint(step: int) -> dict[str, Any]:
         for recorder in recorders:  # every row up to this step is on disk before the checkpoint
             recorder.flush()
@@ -173,28 +206,51 @@ def fit(
     try:
         # Evaluate the starting state, so every report carries the eval metrics (schedulers
         # compare trials on them) and step 0 of a fresh run has its baseline.
-        rows = members.check(start, trainer.evaluate())
+        rows = members.check(start, trainer.evaluate(), cut=start + 1)
         members.log(start, rows)
         metrics = members.summary(rows)
         if resume is None:
             record(0)
         step, reason = start, None
-        while step < stop.iterations:
-            step += 1
-            rows = members.check(step, trainer.step())
-            record(step)
-            if _due(step, loop.eval_every, spe) or step == stop.iterations:
-                for row, extra in zip(rows, members.check(step, trainer.evaluate())):
-                    row.update(extra)
-            members.log(step, rows)
-            metrics = members.summary(rows)
-            reason = _stop_reason(stop, metrics, elapsed_before + time.monotonic() - t0)
-            if reason is not None or step == stop.iterations:
-                break
-            if step % loop.checkpoint_every == 0:
-                ctx.report(step, metrics, checkpoint(step))
-            elif step % loop.report_every == 0:
-                ctx.report(step, metrics, None)
+        try:
+            while step < stop.iterations:
+                step += 1
+                train = trainer.step()
+                deferred = bool(pending) or _holds_tensors(train)
+                if deferred:
+                    pending.append([step, train, None])
+                else:  # floats: checked before anything is recorded at this step
+                    rows = members.check(step, train, cut=step)
+                record(step)
+                if _due(step, loop.eval_every, spe) or step == stop.iterations:
+                    extra = trainer.evaluate()
+                    if deferred:
+                        pending[-1][2] = extra
+                    else:
+                        for row, values in zip(rows, members.check(step, extra, cut=step + 1)):
+                            row.update(values)
+                elapsed = elapsed_before + time.monotonic() - t0
+                time_up = stop.time_s is not None and elapsed >= stop.time_s
+                due = step % loop.checkpoint_every == 0 or step % loop.report_every == 0
+                if deferred:
+                    needed = time_up or due or step == stop.iterations
+                    if not (needed or len(pending) >= MAX_PENDING or _wants(stop, pending[-1])):
+                        continue
+                    rows = settle()
+                else:
+                    members.log(step, rows)
+                metrics = members.summary(rows)
+                reason = "time" if time_up else _metric_reached(stop, metrics)
+                if reason is not None or step == stop.iterations:
+                    break
+                if step % loop.checkpoint_every == 0:
+                    ctx.report(step, metrics, checkpoint(step))
+                elif step % loop.report_every == 0:
+                    ctx.report(step, metrics, None)
+        except Exception as exc:
+            if pending and not isinstance(exc, TrialFailure):
+                _settle_after(settle, exc)  # log the steps done, or fail at an earlier NaN
+            raise
         result = FitResult(step=step, metrics=metrics, stop_reason=reason or "iterations")
         if ctx.parallel.chief:
             folder = ctx.workdir / "artifacts"
@@ -208,10 +264,66 @@ def fit(
             recorder.close()
 
 
-def _stop_reason(stop: StopRule, metrics: dict[str, float], elapsed: float) -> str | None:
-    """Why training must stop now (``time``, ``metric``), or ``None`` to keep going."""
-    if stop.time_s is not None and elapsed >= stop.time_s:
-        return "time"
+def _holds_tensors(metrics: dict) -> bool:
+    return any(isinstance(v, torch.Tensor) for v in metrics.values())
+
+
+def _wants(stop: StopRule, entry: list) -> bool:
+    """Whether the metric stop rule needs this pending step's values now (its metric is in
+    the step's row, or is the pack's live-member count)."""
+    if stop.metric is None:
+        return False
+    _, train, ev = entry
+    return stop.metric in train or stop.metric in (ev or ()) or stop.metric == "pack/live_members"
+
+
+def _settle_after(settle, exc: Exception) -> None:
+    """The trainer raised with steps pending: log them (a non-finite one among them is the
+    first failure and is raised, chained to ``exc``); a second error while copying (a broken
+    device) is dropped in favour of ``exc``."""
+    try:
+        settle()
+    except TrialFailure as failure:
+        raise failure from exc
+    except Exception:
+        pass
+
+
+def host_values(dicts: list[dict]) -> list[dict]:
+    """``dicts`` with every tensor value replaced by its host value: a 0-d tensor by a number,
+    a 1-d one by a list. Tensors on a device are copied in one transfer per device and dtype;
+    CPU tensors are read directly (stacking them would cost more than it saves)."""
+    out: list[dict] = []
+    remote: dict[tuple, list[tuple[int, str, torch.Tensor]]] = {}
+    for i, d in enumerate(dicts):
+        row = {}
+        for k, v in d.items():
+            if isinstance(v, torch.Tensor):
+                if v.is_cpu:
+                    v = v.tolist()  # a number for a 0-d tensor
+                else:
+                    remote.setdefault((v.device, v.dtype), []).append((i, k, v))
+            row[k] = v
+        out.append(row)
+    with torch.no_grad():
+        for items in remote.values():
+            tensors = [v for _, _, v in items]
+            if all(t.dim() == 0 for t in tensors):
+                values = torch.stack(tensors).tolist()
+            else:
+                flat = torch.cat([t.reshape(-1) for t in tensors]).tolist()
+                values, pos = [], 0
+                for t in tensors:
+                    n = t.numel()
+                    values.append(flat[pos] if t.dim() == 0 else flat[pos : pos + n])
+                    pos += n
+            for (i, k, _), value in zip(items, values):
+                out[i][k] = value
+    return out
+
+
+def _metric_reached(stop: StopRule, metrics: dict[str, float]) -> str | None:
+    """``"metric"`` when the stop rule's metric crossed its threshold, else ``None``."""
     if stop.metric is not None and stop.metric in metrics:
         value = metrics[stop.metric]
         if value >= stop.threshold if stop.mode == "max" else value <= stop.threshold:

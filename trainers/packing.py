@@ -6,7 +6,8 @@ dimension and the forward pass is ``torch.func.vmap``-ed over it. Members never 
 the sum of the members' losses, so each member's gradient is the one it would have alone, and
 :class:`StackedAdam` updates each member with its own learning rate exactly as
 ``torch.optim.Adam`` would. A packed trainer's ``step``/``evaluate`` return one value per member
-for each metric; the loop hands each member's values to that member's own run.
+for each metric (a list or a 1-d tensor); the loop hands each member's values to that member's
+own run.
 
 A trainer opts in with ``pack_fields`` (config fields that may differ inside a pack) and
 ``packed`` (``"module:Class"`` of its packed form, built from ``(configs, seeds)``).
@@ -39,11 +40,25 @@ def pack_key(cls: type[Trainer], config: TrainerConfig) -> str:
 
 
 def member_rows(metrics: dict[str, Any], members: int) -> list[dict[str, float]]:
-    """Per-member metric dicts from a trainer's metrics: floats (an ordinary trainer) or
-    lists with one value per member (a packed one, of any size)."""
+    """Per-member metric dicts from a trainer's metrics: floats or 0-d tensors (an ordinary
+    trainer), or lists or 1-d tensors with one value per member (a packed one, of any size).
+    Tensors are copied to the host one by one here (the loop batches them when it can)."""
+    if any(isinstance(v, torch.Tensor) for v in metrics.values()):
+        metrics = host_metrics(metrics)
     if not any(isinstance(v, list | tuple) for v in metrics.values()):
         return [dict(metrics)]
     return [{k: float(v[i]) for k, v in metrics.items()} for i in range(members)]
+
+
+def host_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A trainer's metrics with tensors copied to the host (one at a time: for tests and
+    tools; the loop batches the copies)."""
+    return {k: to_host(v) for k, v in metrics.items()}
+
+
+def to_host(value: Any) -> Any:
+    """A metric value on the host: a tensor becomes a number (0-d) or a list (1-d)."""
+    return value.tolist() if isinstance(value, torch.Tensor) else value
 
 
 class StackedAdam:

@@ -5,11 +5,15 @@ buffer (pinned host memory and a non-blocking copy on a GPU; the cast to ``float
 optional random projection happen on the device). Full chunks go through a bounded queue to
 one writer thread that compresses, writes (see :mod:`trainers.trajectory` for the format) and
 hands each finished file to ``on_file`` (the orchestrator logs it to MLflow). Memory is
-bounded: when the writer falls behind, the training thread waits for a free buffer.
+bounded: when the writer falls behind, the training thread waits for a free buffer. Nothing on
+the training thread waits for the GPU: the writer waits on a CUDA event before it reads a
+chunk, and a multi-tensor probe (all weights) is gathered on the device first, so a step costs
+one device-to-host copy per trajectory, not one per tensor.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import queue
 import threading
@@ -137,6 +141,7 @@ class _Series:
             self.free.put(torch.empty(self.rows, width, dtype=self.dtype, pin_memory=pin))
         self.buffer = self.free.get()
         self.steps: list[int] = []
+        self.submitted_last = -1  # the last step of the chunks handed to the writer
 
     def meta(self, codec_name: str) -> dict:
         meta = {
@@ -160,6 +165,10 @@ class _Series:
         if self.keep is not None:
             parts = [parts[i] for i in self.keep]
         if self.proj is None and self.index is None:
+            if self.non_blocking and len(parts) > 1:  # one D2H copy instead of one per part
+                flat = torch.cat([p.detach().reshape(-1) for p in parts]).to(self.dtype)
+                row.copy_(flat, non_blocking=True)
+                return
             start = 0
             for p in parts:
                 n = p.numel()
@@ -254,6 +263,18 @@ class Recorder:
         self._queue.join()
         self._raise_writer_error()
 
+    def discard_from(self, step: int) -> None:
+        """Drop every row recorded at ``step`` or later in this attempt (the loop found a
+        non-finite metric at ``step`` after recording past it). Rows still in memory are
+        dropped; for rows already handed to the writer, a ``discard-{attempt}.json`` marker
+        tells the reader to ignore them (:mod:`trainers.trajectory`)."""
+        for series in self.series.values():
+            series.steps = series.steps[: bisect.bisect_left(series.steps, step)]
+            if series.submitted_last >= step:
+                marker = self.root / series.name / f"discard-{self.attempt:03d}.json"
+                atomic_write(marker, json.dumps({"from_step": int(step)}).encode())
+                self._queue.put(partial(self.on_file, series.name, marker))
+
     def close(self) -> None:
         """Flush, then stop the writer thread."""
         try:
@@ -282,6 +303,7 @@ class Recorder:
             event = torch.cuda.Event()
             event.record()
         job = partial(self._write, series, series.buffer, series.steps, event)
+        series.submitted_last = series.steps[-1]
         self._queue.put(job)  # blocks while the queue is full
         series.buffer, series.steps = series.free.get(), []  # blocks until a buffer is free
 

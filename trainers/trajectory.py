@@ -8,11 +8,15 @@ One trajectory is a folder::
     c{attempt:03d}-{first:09d}-{last:09d}.blosc  n rows, compressed with numcodecs' Blosc
     c{attempt:03d}-{first:09d}-{last:09d}.steps.npy   the n step numbers (written last)
     attempt-{attempt:03d}.json                   {"resumed_from": step} of a resumed attempt
+    discard-{attempt:03d}.json                   {"from_step": step}: that attempt's rows from
+                                                 this step on are void (a non-finite metric
+                                                 found after they were written)
 
 Every file is written under a temporary name and renamed into place, so a crash leaves whole
 chunks or none; a chunk counts once its ``.steps.npy`` exists. For each step the newest attempt
 covering it wins, and rows of older attempts past a later attempt's resume point are dropped:
-a resumed trial's trajectory reads back without gaps or duplicates.
+a resumed trial's trajectory reads back without gaps or duplicates; rows an attempt voided
+with a ``discard`` marker are dropped too.
 """
 
 from __future__ import annotations
@@ -144,10 +148,17 @@ def read_trajectory(folder: Path, steps: slice | None = None, columns=None) -> T
         int(p.stem.split("-")[1]): json.loads(p.read_text())["resumed_from"]
         for p in folder.glob("attempt-*.json")
     }
+    void = {  # attempt -> first step whose rows it voided
+        int(p.stem.split("-")[1]): json.loads(p.read_text())["from_step"]
+        for p in folder.glob("discard-*.json")
+    }
     chunks = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := CHUNK.match(p.name)))
     best: dict[int, tuple[int, Path, int]] = {}  # step -> (attempt, steps file, row)
     for attempt, steps_path in chunks:
-        limit = min((s for a, s in resumed.items() if a > attempt), default=None)
+        limits = [s for a, s in resumed.items() if a > attempt]
+        if attempt in void:
+            limits.append(void[attempt] - 1)
+        limit = min(limits, default=None)
         try:
             chunk_steps = np.load(steps_path)
         except (ValueError, OSError, EOFError) as exc:

@@ -12,13 +12,6 @@ from trainers.trajectory import read_trajectory
 pytestmark = pytest.mark.gpu
 
 
-@pytest.fixture
-def cuda():
-    if not torch.cuda.is_available():
-        pytest.fail("the gpu tests need a CUDA device")
-    return torch.device("cuda")
-
-
 def test_rows_recorded_from_the_gpu_are_the_values_at_each_step(tmp_path, cuda):
     w = torch.zeros(1000, device=cuda)
     rec = Recorder(tmp_path, chunk_steps=8)

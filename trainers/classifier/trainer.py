@@ -1,9 +1,10 @@
 """The ``classifier`` trainer.
 
 Per step: ``train/loss`` and ``train/acc`` of the minibatch. Per evaluation (every epoch by
-default): ``val/loss`` and ``val/acc``. Probes: ``weights`` (all parameters, flattened, after
-the step), ``grads`` (their gradients in that step) and ``activations`` (every hidden layer's
-output on a fixed probe batch of validation images).
+default): ``val/loss`` and ``val/acc``. Both are returned as 0-d tensors, so the loop copies
+them to the host in batches instead of syncing with the device every step. Probes: ``weights``
+(all parameters, flattened, after the step), ``grads`` (their gradients in that step) and
+``activations`` (every hidden layer's output on a fixed probe batch of validation images).
 """
 
 from __future__ import annotations
@@ -92,10 +93,12 @@ class ClassifierTrainer(Trainer):
         return len(self.batches)
 
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = self.batches.next().to(self.device)
+        idx = self.batches.next()
+        if self.device.type == "cuda":  # a copy from pageable memory would wait for the GPU
+            idx = idx.pin_memory().to(self.device, non_blocking=True)
         return self.train_x[idx], self.train_y[idx]
 
-    def step(self) -> dict[str, float]:
+    def step(self) -> dict[str, torch.Tensor]:
         self.model.train()
         x, y = self._next_batch()
         logits = self.model(x)
@@ -103,16 +106,16 @@ class ClassifierTrainer(Trainer):
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        acc = (logits.argmax(1) == y).float().mean()
-        return {"train/loss": loss.item(), "train/acc": acc.item()}
+        acc = (logits.argmax(1) == y).float().mean()  # from a bool tensor: no graph
+        return {"train/loss": loss.detach(), "train/acc": acc}
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self) -> dict[str, torch.Tensor]:
         self.model.eval()
         logits = self.model(self.val_x)
         loss = F.cross_entropy(logits, self.val_y)
         acc = (logits.argmax(1) == self.val_y).float().mean()
-        return {"val/loss": loss.item(), "val/acc": acc.item()}
+        return {"val/loss": loss, "val/acc": acc}
 
     def probe(self, name: str) -> torch.Tensor | list[torch.Tensor]:
         params = list(self.model.parameters())
