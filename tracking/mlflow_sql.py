@@ -32,9 +32,20 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from itertools import chain
 from urllib.parse import urlparse
 
-from tracking.bulk import Point, latest_rows, metric_rows
+from tracking.bulk import (
+    CHUNK,
+    Point,
+    Row,
+    Step,
+    chunks,
+    flat,
+    latest_rows,
+    metric_rows,
+    step_params,
+)
 from tracking.secrets import credential_values, redact, redact_values
 from tracking.store import _retry
 
@@ -93,10 +104,9 @@ class SqlStore:
         for name in ("tags", "params"):  # the relationships create_runs fills
             getattr(SqlRun, name)
         self.uri, self._store = uri, store
-        self._insert = (
-            f"INSERT INTO {SqlMetric.__tablename__} ({', '.join(_METRIC_COLUMNS)}) "
-            f"VALUES ({', '.join([mark] * len(_METRIC_COLUMNS))})"
-        )
+        row = f"({', '.join([mark] * len(_METRIC_COLUMNS))})"
+        head = f"INSERT INTO {SqlMetric.__tablename__} ({', '.join(_METRIC_COLUMNS)}) VALUES "
+        self._insert, self._insert_chunk = head + row, head + ", ".join([row] * CHUNK)
         self._SqlMetric, self._SqlParam, self._SqlRun, self._SqlTag = (
             SqlMetric, SqlParam, SqlRun, SqlTag,
         )  # fmt: skip
@@ -110,25 +120,59 @@ class SqlStore:
     ) -> None:
         """Insert the ``points`` of each run, update its latest metrics and set its ``tags``,
         all in one transaction (all or nothing). The caller retries a locked database."""
-        rows, newest = [], []
-        for run_id, run_points in points.items():
-            unseen = {p[0] for p in run_points} - self._known
+        rows = {run_id: metric_rows(run_id, run_points) for run_id, run_points in points.items()}
+        keys = {run_id: {p[0] for p in run_points} for run_id, run_points in points.items()}
+        self._write(
+            keys,
+            [flat(r) for r in rows.values()],
+            [latest_rows(r) for r in rows.values()],
+            tags,
+        )
+
+    def write_steps(self, steps: dict[str, list[Step]], tags: dict[str, dict[str, str]]) -> None:
+        """:meth:`write_metrics` of the sender's queue: ``(step, timestamp, values)`` by run,
+        the rows built without a Python loop over points where that holds
+        (:func:`.bulk.step_params`)."""
+        keys, params, newest = {}, [], []
+        for run_id, run_steps in steps.items():
+            keys[run_id] = set().union(*(s[2] for s in run_steps))
+            built = step_params(run_id, run_steps)
+            if built is None:  # steps out of order, a step twice, NaN or inf: the general rows
+                points = [(k, v, ts, s) for s, ts, values in run_steps for k, v in values.items()]
+                rows = metric_rows(run_id, points)
+                built = flat(rows), latest_rows(rows)
+            params.append(built[0])
+            newest.append(built[1])
+        self._write(keys, params, newest, tags)
+
+    def _write(
+        self,
+        keys: dict[str, set[str]],
+        params: list[list],
+        newest: list[list[Row]],
+        tags: dict[str, dict[str, str]],
+    ) -> None:
+        """One transaction: the rows (flat ``params``, one list per run), MLflow's latest
+        metrics from the ``newest`` rows of each run, the ``tags``."""
+        for unseen in keys.values():
+            unseen -= self._known
             for key in unseen:
                 self._validate_key(key)
             self._known |= unseen
-            run_rows = metric_rows(run_id, run_points)
-            rows += run_rows
-            newest.append(
-                [
-                    self._SqlMetric(key=k, value=v, timestamp=ts, step=s, is_nan=nan, run_uuid=r)
-                    for k, v, ts, s, nan, r in latest_rows(run_rows)
-                ]
-            )
+        multi, single = chunks(list(chain.from_iterable(params)))
         with self._store.ManagedSessionMaker(read_only=False) as session:
-            if rows:
-                session.connection().exec_driver_sql(self._insert, rows)
-                for run_newest in newest:  # MLflow's routine takes one run a call
-                    self._store._update_latest_metrics_if_necessary(run_newest, session)
+            connection = session.connection()
+            if multi:
+                connection.exec_driver_sql(self._insert_chunk, multi)
+            if single:
+                connection.exec_driver_sql(self._insert, single)
+            for run_newest in newest:  # MLflow's routine takes one run a call
+                if run_newest:
+                    objects = [
+                        self._SqlMetric(key=k, value=v, timestamp=ts, step=s, is_nan=n, run_uuid=r)
+                        for k, v, ts, s, n, r in run_newest
+                    ]
+                    self._store._update_latest_metrics_if_necessary(objects, session)
             for run_id, run_tags in tags.items():
                 for key, value in run_tags.items():
                     session.merge(self._SqlTag(key=key, value=value, run_uuid=run_id))

@@ -3,12 +3,13 @@
 A :class:`MetricSender` serves one run (an ordinary trial) or many (the members of a packed
 trial): ``put`` only appends one ``(run, step, timestamp, values)`` tuple, and the sender
 thread ships the queue whenever it holds a batch or a second has passed — on a SQL store
-(sqlite, PostgreSQL) through :meth:`.mlflow_sql.SqlStore.write_metrics`, every run of the batch
-in one transaction (up to 20,000 points); otherwise with ``log_batch`` per run (at most 1,000
-points a request). Each batch also moves every run's ``dynsweep.logged_step`` tag to the last
-step whose points are all stored, so a retried attempt can skip what is already there. A batch
-that fails (after retries on a locked database) is logged when it fails and raised by the next
-``flush``.
+(sqlite, PostgreSQL) through :meth:`.mlflow_sql.SqlStore.write_steps`, every run of the batch
+in one transaction (up to 20,000 points; the rows built by C loops over the queued steps, see
+:func:`.bulk.step_params`, so the thread holds the GIL for little more than the driver's
+binding); otherwise with ``log_batch`` per run (at most 1,000 points a request). Each batch
+also moves every run's ``dynsweep.logged_step`` tag to the last step whose points are all
+stored, so a retried attempt can skip what is already there. A batch that fails (after retries
+on a locked database) is logged when it fails and raised by the next ``flush``.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
-from tracking.bulk import BULK_MAX
+from tracking.bulk import BULK_MAX, Step
 from tracking.mlflow_sql import sql_store
 from tracking.secrets import redact
 from tracking.store import MAX_METRICS, STEP_TAG, _retry
@@ -41,7 +42,7 @@ class MetricSender:
         self._sql = sql_store(uri)  # None: log_batch (a server, or logged why not)
         self._batch_max = BULK_MAX if self._sql is not None else MAX_METRICS - 1
         self._pending: deque[Entry] = deque()
-        self._queued: Counter[tuple[str, int]] = Counter()  # entries per (run, step)
+        self._queued: dict[tuple[str, int], int] = {}  # entries per (run, step)
         self._points = 0  # metric values in _pending
         self._cond = threading.Condition()
         self._inflight = 0
@@ -58,7 +59,7 @@ class MetricSender:
             while self._points > MAX_PENDING and self._error is None:
                 self._cond.wait(0.1)
             self._pending.append(entry)
-            self._queued[run_id, step] += 1
+            self._queued[run_id, step] = self._queued.get((run_id, step), 0) + 1
             self._points += len(entry[3])
             if self._points >= self._batch_max:
                 self._cond.notify_all()
@@ -116,11 +117,11 @@ class MetricSender:
                     self._inflight -= 1
                     self._cond.notify_all()
 
-    def _take(self) -> tuple[dict[str, list], dict[str, str]]:
-        """Up to one batch of queued points by run, as ``(key, value, timestamp, step)`` (whole
+    def _take(self) -> tuple[dict[str, list[Step]], dict[str, str]]:
+        """Up to one batch of queued points by run, as ``(step, timestamp, values)`` (whole
         steps where possible), and the step watermark each run reaches. Called with the lock
         held."""
-        taken: dict[str, list] = {}
+        taken: dict[str, list[Step]] = {}
         last: dict[str, int] = {}
         size = 0
         while self._pending and size < self._batch_max:
@@ -128,28 +129,32 @@ class MetricSender:
             room = self._batch_max - size
             if len(metrics) > room and size:
                 break  # this step goes whole into the next batch
-            items = list(metrics.items())
-            if len(items) > room:  # one step with more values than a batch holds: split it
+            if len(metrics) > room:  # one step with more values than a batch holds: split it
+                items = list(metrics.items())
                 self._pending[0] = (run_id, step, ts, dict(items[room:]))
-                items = items[:room]
+                metrics = dict(items[:room])
             else:
                 self._pending.popleft()
-                self._queued[run_id, step] -= 1
-                if not self._queued[run_id, step]:
-                    del self._queued[run_id, step]
-            taken.setdefault(run_id, []).extend((k, v, ts, step) for k, v in items)
-            size += len(items)
-            self._points -= len(items)
+                left = self._queued.pop((run_id, step)) - 1
+                if left:
+                    self._queued[run_id, step] = left
+            taken.setdefault(run_id, []).append((step, ts, metrics))
+            size += len(metrics)
+            self._points -= len(metrics)
             last[run_id] = step
         # A watermark may only cover steps whose points are all stored.
         marks = {r: str(s - 1 if (r, s) in self._queued else s) for r, s in last.items()}
         return taken, marks
 
-    def _send(self, taken: dict[str, list], watermarks: dict[str, str]) -> None:
+    def _send(self, taken: dict[str, list[Step]], watermarks: dict[str, str]) -> None:
         if self._sql is not None:
-            self._sql.write_metrics(taken, {r: {STEP_TAG: w} for r, w in watermarks.items()})
+            self._sql.write_steps(taken, {r: {STEP_TAG: w} for r, w in watermarks.items()})
             return
-        for run_id, points in taken.items():
-            metrics = [Metric(k, float(v), ts, step) for k, v, ts, step in points]
+        for run_id, steps in taken.items():
+            metrics = [
+                Metric(k, float(v), ts, step)
+                for step, ts, values in steps
+                for k, v in values.items()
+            ]
             tags = [RunTag(STEP_TAG, watermarks[run_id])]
             self.client.log_batch(run_id, metrics=metrics, tags=tags)

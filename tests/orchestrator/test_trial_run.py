@@ -45,15 +45,15 @@ def test_every_point_stored_once_and_watermark_at_the_last_step(tmp_path, monkey
 def test_watermark_never_covers_a_step_with_points_still_queued():
     sender = sender_module.MetricSender.__new__(sender_module.MetricSender)
     sender._pending, sender._points, sender._batch_max = sender_module.deque(), 0, 5
-    sender._queued = sender_module.Counter()
+    sender._queued = {}
     for step, n in [(1, 3), (2, 4), (2, 2), (3, 9)]:
         sender._pending.append(("r", step, 0, {f"k{i}": 0.0 for i in range(n)}))
-        sender._queued["r", step] += 1
+        sender._queued["r", step] = sender._queued.get(("r", step), 0) + 1
         sender._points += n
 
     def take():
         taken, marks = sender._take()
-        return [p[3] for p in taken["r"]], marks["r"]
+        return [step for step, _, values in taken["r"] for _ in values], marks["r"]
 
     assert take() == ([1] * 3, "1")
     assert take() == ([2] * 4, "1")
