@@ -33,8 +33,8 @@ from orchestrator.context import (
 )
 from orchestrator.spec import ExperimentSpec
 from tracking import tags as tag
-from tracking.members import end_members
 from tracking.sender import MetricSender
+from tracking.trial_run import end_runs
 from trainers import get_trainer_class
 from trainers.base import FitResult
 from trainers.packing import pack_key, packed_class
@@ -148,7 +148,7 @@ class PackContext:
         if not live:
             return
         self.sender.flush()
-        end_members(self.uri, {m.run.run_id: (status, error, tags) for m in live})
+        end_runs(self.uri, {m.run.run_id: (status, error, tags) for m in live})
         for member in live:
             member.closed = True
 

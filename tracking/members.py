@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from tracking import tags as tag
 from tracking.mlflow_sql import NewRun, sql_store
 from tracking.sender import MetricSender
-from tracking.store import ERROR_TAG, TRIAL_TAG, end_run, set_tags
+from tracking.store import TRIAL_TAG
 from tracking.trial_run import TrialRun
 
 PACK_TAG = tag.PACK
@@ -94,20 +94,3 @@ def _tags(m: MemberSpec, parent_id: str, pack_id: str) -> dict[str, str]:
         tag.ATTEMPTS: "1",
         **m.tags,
     }
-
-
-def end_members(uri: str, ends: dict[str, tuple[str, str | None, dict[str, str]]]) -> None:
-    """End runs: ``{run_id: (status, error, tags)}``, in one transaction on a SQL store."""
-    store = sql_store(uri)
-    if store is None:
-        client = MlflowClient(uri)
-        for run_id, (status, error, tags) in ends.items():
-            if tags:
-                set_tags(client, run_id, tags)
-            end_run(uri, run_id, status, error)
-        return
-    with_error = {}
-    for run_id, (status, error, tags) in ends.items():  # the tags end_run sets for an error
-        extra = {ERROR_TAG: error, "mlflow.note.content": error} if error else {}
-        with_error[run_id] = (status, {**tags, **extra})
-    store.end_runs(with_error)

@@ -62,6 +62,7 @@ _RUN_COLUMNS = (
 _KEY_VALUE_COLUMNS = ("key", "value", "run_uuid")  # tags, params
 _STORE_NAMES = ("ManagedSessionMaker", "_update_latest_metrics_if_necessary", "get_experiment")
 _reported: set[str] = set()  # URIs whose fall-back was logged (once per process)
+_stores: dict[str, SqlStore | None] = {}  # sql_store's answers
 _report_lock = threading.Lock()
 
 
@@ -114,6 +115,7 @@ class SqlStore:
         self._artifact_uri = append_to_uri_path
         self._validate_key = _validate_metric_name
         self._known: set[str] = set()  # metric keys already validated
+        self._locations: dict[str, str] = {}  # experiment id → artifact location
 
     def write_metrics(
         self, points: dict[str, list[Point]], tags: dict[str, dict[str, str]]
@@ -183,7 +185,10 @@ class SqlStore:
         ``{trial_id: (run_id, artifact_uri)}``."""
         if not runs:
             return {}
-        location = self._store.get_experiment(experiment_id).artifact_location
+        location = self._locations.get(experiment_id)
+        if location is None:  # an experiment's artifact location never changes
+            location = self._store.get_experiment(experiment_id).artifact_location
+            self._locations[experiment_id] = location
         now = int(time.time() * 1000)
         out, rows, secrets = {}, [], credential_values()
         for new in runs:
@@ -250,7 +255,17 @@ def _mlflow_store(uri: str):
 def sql_store(uri: str) -> SqlStore | None:
     """The direct path into the tables of ``uri``'s SQL store, or ``None``: not a SQL store
     (a server: logged at DEBUG), or MLflow's internals are not as expected (WARNING). Either
-    way the caller uses ``MlflowClient``."""
+    way the caller uses ``MlflowClient``. One answer per URI and process (as MLflow caches its
+    store)."""
+    with _report_lock:
+        if uri in _stores:
+            return _stores[uri]
+    found = _sql_store(uri)
+    with _report_lock:
+        return _stores.setdefault(uri, found)
+
+
+def _sql_store(uri: str) -> SqlStore | None:
     is_sql = (urlparse(uri).scheme.split("+")[0]) in SQL_SCHEMES
     try:
         store, sql_class = _mlflow_store(uri)

@@ -19,9 +19,11 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 from tracking import tags as tag
+from tracking.mlflow_sql import NewRun, sql_store
 from tracking.secrets import redact_obj
 from tracking.sender import MetricSender
 from tracking.store import (
+    ERROR_TAG,
     STEP_TAG,
     TRIAL_TAG,
     _retry,
@@ -90,18 +92,16 @@ class TrialRun:
             tag.ATTEMPTS: "1",
             **tags,
         }
-        safe = redact_obj(all_tags)
-        run = _retry(lambda: client.create_run(experiment_id, run_name=run_name, tags=safe))
-        log_params(client, run.info.run_id, params)
-        return cls(
-            uri,
-            run.info.run_id,
-            -1,
-            params,
-            run.info.artifact_uri,
-            sender=sender,
-            run_name=run_name,
-        )
+        store = sql_store(uri)
+        if store is not None:  # one transaction: the run, its tags and its params
+            new = NewRun(trial_id, run_name, all_tags, params)
+            run_id, artifact_uri = store.create_runs(experiment_id, [new])[trial_id]
+        else:
+            safe = redact_obj(all_tags)
+            run = _retry(lambda: client.create_run(experiment_id, run_name=run_name, tags=safe))
+            log_params(client, run.info.run_id, params)
+            run_id, artifact_uri = run.info.run_id, run.info.artifact_uri
+        return cls(uri, run_id, -1, params, artifact_uri, sender=sender, run_name=run_name)
 
     @classmethod
     def attach(cls, uri: str, run_id: str, sender: MetricSender | None = None) -> TrialRun:
@@ -221,11 +221,28 @@ class TrialRun:
         tags = dict(tags or {})
         if fatal and error:
             tags[tag.FATAL] = error
-        if tags:
-            self.set_tags(tags)
-        end_run(self.uri, self.run_id, status, error)
+        end_runs(self.uri, {self.run_id: (status, error, tags)})
 
     def finish_if_running(self, status: str, error: str | None = None) -> None:
         """End the run unless another process (a worker) already did."""
         if self.client.get_run(self.run_id).info.status == "RUNNING":
             self.finish(status, error)
+
+
+def end_runs(uri: str, ends: dict[str, tuple[str, str | None, dict[str, str]]]) -> None:
+    """End runs, ``{run_id: (status, error, tags)}``: on a SQL store in one transaction (status,
+    end time, ``tags`` and the error's tags, as :func:`.store.end_run` sets them), else one run
+    at a time through ``MlflowClient``."""
+    store = sql_store(uri)
+    if store is None:
+        client = MlflowClient(uri)
+        for run_id, (status, error, tags) in ends.items():
+            if tags:
+                set_tags(client, run_id, tags)
+            end_run(uri, run_id, status, error)
+        return
+    with_error = {}
+    for run_id, (status, error, tags) in ends.items():
+        extra = {ERROR_TAG: error, "mlflow.note.content": error} if error else {}
+        with_error[run_id] = (status, {**tags, **extra})
+    store.end_runs(with_error)

@@ -7,9 +7,10 @@ from mlflow.tracking import MlflowClient
 
 import tracking
 from tests.services import postgres
-from tracking.members import MemberSpec, end_members, open_members
+from tracking.members import MemberSpec, open_members
 from tracking.mlflow_sql import sql_store
 from tracking.sender import MetricSender
+from tracking.trial_run import end_runs
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +53,7 @@ def test_packed_member_runs_are_created_and_ended_together(pg):
         for i, run in enumerate(runs):
             run.log_metrics(step, {"train/loss": float(i * 100 + step)})
     sender.flush()
-    end_members(pg, {r.run_id: ("FINISHED", None, {}) for r in runs})
+    end_runs(pg, {r.run_id: ("FINISHED", None, {}) for r in runs})
     sender.close()
     client = MlflowClient(pg)
     for i, run in enumerate(runs):

@@ -15,9 +15,10 @@ from mlflow.tracking import MlflowClient
 import tracking
 from tracking import mlflow_sql
 from tracking import tags as tag
-from tracking.members import MemberSpec, end_members, open_members
+from tracking.members import MemberSpec, open_members
 from tracking.mlflow_sql import NewRun, sql_store
 from tracking.sender import MetricSender
+from tracking.trial_run import TrialRun, end_runs
 
 PACK = "PACK-1"
 SPEC = MemberSpec("TRIAL-001", "lr=0.1,depth=3", {"lr": "0.1", "model.depth": "3"}, {tag.SEED: "7"})
@@ -42,6 +43,7 @@ def uri(tmp_path_factory):
 def fresh_reports(monkeypatch):
     """Each test sees the fall-back reports of its own store (they are once per process)."""
     monkeypatch.setattr(mlflow_sql, "_reported", set())
+    monkeypatch.setattr(mlflow_sql, "_stores", {})
 
 
 def histories(client, run_id, keys):
@@ -72,7 +74,7 @@ def check_times(fast, ref, before: int) -> None:
 
 
 def test_a_member_run_reads_back_like_one_from_client_create_run(uri, fresh_reports):
-    """Created by open_members, metrics through the sender's bulk path, ended by end_members —
+    """Created by open_members, metrics through the sender's bulk path, ended by end_runs —
     against create_run + log_batch + set_terminated with the same tags, params and metrics."""
     client = MlflowClient(uri)
     exp = tracking.ensure_experiment(uri, "parity")
@@ -85,7 +87,7 @@ def test_a_member_run_reads_back_like_one_from_client_create_run(uri, fresh_repo
     for step, values in STEPS.items():
         member.log_metrics(step, values)
     sender.flush()
-    end_members(uri, {member.run_id: END})
+    end_runs(uri, {member.run_id: END})
     sender.close()
     fast = member.run_id
 
@@ -129,6 +131,45 @@ def test_a_member_run_reads_back_like_one_from_client_create_run(uri, fresh_repo
     ):
         found = client.search_runs([exp], filter_string=query)
         assert {r.info.run_id for r in found} == {fast, ref}, query
+
+
+def test_a_trial_run_on_the_sql_path_reads_back_like_one_through_the_client(
+    uri, fresh_reports, monkeypatch
+):
+    """``TrialRun.open`` and ``finish`` (a fatal failure, with tags) on a SQL store — one
+    transaction each — against the same calls with the fast path off (the client's
+    create_run + log_batch + set_terminated); a retry finds either run again."""
+    client = MlflowClient(uri)
+    exp = tracking.ensure_experiment(uri, "trial parity")
+    parent = client.create_run(exp, run_name="sweep").info.run_id
+    before = int(time.time() * 1000)
+    status, error, tags = END
+    ids = {}
+    for fast in (True, False):
+        monkeypatch.setattr(mlflow_sql, "_stores", {} if fast else {uri: None})
+        run = TrialRun.open(uri, exp, parent, f"trial_{fast}", SPEC.run_name, SPEC.params,
+                            {**SPEC.tags, "team": "x"})  # fmt: skip
+        run.log_metrics(1, {"loss": 0.5})
+        run.finish(status, error, fatal=True, tags=tags)
+        ids[fast] = run.run_id
+        assert (mlflow_sql._stores[uri] is not None) == fast
+        again = TrialRun.open(uri, exp, parent, f"trial_{fast}", SPEC.run_name, SPEC.params, {})
+        assert again.run_id == run.run_id and again.fatal_error == error and again.attempt == 1
+        again.finish(status, error, fatal=True)
+
+    a, b = client.get_run(ids[True]), client.get_run(ids[False])
+    ta, tb = dict(a.data.tags), dict(b.data.tags)
+    assert ta.pop(tag.TRIAL) == "trial_True" and tb.pop(tag.TRIAL) == "trial_False"
+    assert ta == tb and ta[tag.FATAL] == error and ta[tag.STOP_REASON] == "diverged"
+    assert a.data.params == b.data.params == SPEC.params
+    assert a.data.metrics == b.data.metrics == {"loss": 0.5}
+    assert (a.info.status, a.info.run_name, a.info.user_id, a.info.lifecycle_stage) == (
+        b.info.status, b.info.run_name, b.info.user_id, b.info.lifecycle_stage,
+    )  # fmt: skip
+    location = client.get_experiment(exp).artifact_location
+    for run in (a, b):
+        assert run.info.artifact_uri == f"{location}/{run.info.run_id}/artifacts"
+    check_times(a, b, before)
 
 
 def test_the_store_interface_matches_the_client_on_edge_cases(uri):
@@ -199,7 +240,7 @@ def test_a_sql_store_without_the_expected_internals_warns_once_and_still_logs(
     for step, values in STEPS.items():
         member.log_metrics(step, values)
     sender.flush()
-    end_members(uri, {member.run_id: END})
+    end_runs(uri, {member.run_id: END})
     sender.close()
 
     records = [r for r in caplog.records if r.name == mlflow_sql.__name__]
