@@ -3,8 +3,10 @@
 The training thread only copies each recorded tensor into a row of a preallocated chunk
 buffer (pinned host memory and a non-blocking copy on a GPU; the cast to ``float16`` and an
 optional random projection happen on the device). Full chunks go through a bounded queue to
-one writer thread that compresses, writes (see :mod:`trainers.trajectory` for the format) and
-hands each finished file to ``on_file`` (the orchestrator logs it to MLflow). Memory is
+one writer thread that compresses, writes (see :mod:`trainers.trajectory` for the format;
+uncompressed chunks go from their page-aligned buffer to the disk with ``O_DIRECT``, no copy
+into the page cache: :mod:`trainers.direct_io`) and hands each finished file to ``on_file``
+(the orchestrator logs it to MLflow). Memory is
 bounded: when the writer falls behind, the training thread waits for a free buffer. Nothing on
 the training thread waits for the GPU: the writer waits on a CUDA event before it reads a
 chunk, and a multi-tensor probe (all weights) is gathered on the device first, so a step costs
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import mmap
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -28,6 +31,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dynsweep.errors import DataError
+from trainers.direct_io import DirectWriter, aligned_empty
 from trainers.trajectory import atomic_write, chunk_stem, codec, pack
 
 Every = int | Literal["epoch"]
@@ -137,8 +141,14 @@ class _Series:
         self.rows = max(1, min(rows, CHUNK_BYTES // max(1, row_bytes)))
         pin = self.non_blocking = self.device.type == "cuda"  # pinned buffers, async copies
         self.free: queue.Queue[torch.Tensor] = queue.Queue()
+        self.memory: dict[int, mmap.mmap] = {}  # a CPU buffer's page-aligned memory (O_DIRECT)
         for _ in range(3):  # one being filled, one queued, one being written
-            self.free.put(torch.empty(self.rows, width, dtype=self.dtype, pin_memory=pin))
+            if pin:
+                buffer = torch.empty(self.rows, width, dtype=self.dtype, pin_memory=True)
+            else:
+                buffer, memory = aligned_empty(self.rows, width, self.dtype)
+                self.memory[buffer.data_ptr()] = memory
+            self.free.put(buffer)
         self.buffer = self.free.get()
         self.steps: list[int] = []
         self.submitted_last = -1  # the last step of the chunks handed to the writer
@@ -223,6 +233,7 @@ class Recorder:
         self.root, self.attempt, self.resumed_from = Path(root), attempt, resumed_from
         self.chunk_steps, self.compression = chunk_steps, compression
         self.codec = codec(compression)
+        self._direct = DirectWriter()
         self.on_file = on_file or (lambda name, path: None)
         self.series: dict[str, _Series] = {}
         self._queue: queue.Queue = queue.Queue(maxsize=queue_chunks)
@@ -333,9 +344,9 @@ class Recorder:
             folder = self.root / series.name
             stem = chunk_stem(self.attempt, steps[0], steps[-1])
             values = buffer[: len(steps)].numpy()
-            if self.codec is None:
+            if self.codec is None:  # straight from the buffer to the disk where it can
                 values_path = folder / f"{stem}.npy"
-                atomic_write(values_path, values)
+                self._direct.write_npy(values_path, values, series.memory.get(buffer.data_ptr()))
             else:
                 values_path = folder / f"{stem}.blosc"
                 atomic_write(values_path, pack(self.codec.encode(np.ascontiguousarray(values))))
