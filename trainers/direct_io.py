@@ -14,9 +14,9 @@ two cores. Written with ``O_DIRECT`` the disk reads the chunk straight from the 
   1.0 header: ``np.load`` and memory-mapping read it as any other), then the rows, rounded up
   to whole pages from the buffer, and truncates the file to its true size.
 
-Where ``O_DIRECT`` is refused (tmpfs before Linux 6.6, macOS, a file system without it, a buffer that is not
-from :func:`aligned_empty`) the same bytes are written through the page cache. Either way the
-file is written under a temporary name and renamed into place.
+Where ``O_DIRECT`` is refused (tmpfs before Linux 6.6, macOS, a file system without it, a
+buffer that is not from :func:`aligned_empty`) the same bytes are written through the page
+cache. Either way the file is written under a temporary name and renamed into place.
 """
 
 from __future__ import annotations
