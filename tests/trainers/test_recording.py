@@ -151,3 +151,13 @@ def test_damaged_chunk_is_named_in_the_error(tmp_path, compression, suffix):
         read_trajectory(tmp_path / "w")
     with pytest.raises(DataError, match="meta.json is missing"):
         read_trajectory(tmp_path)
+
+
+def test_the_cpu_sketch_equals_the_index_add_one_to_rounding():
+    """On a CPU the sketch runs as a CSR matrix; on a GPU with index_add_: the same map."""
+    sketch = Sketch(20_000, 512, seed=3)
+    x = torch.randn(4, 20_000, generator=torch.Generator().manual_seed(1))
+    reference = torch.zeros(4, 512).index_add_(-1, sketch.bucket, x * sketch.sign)
+    torch.testing.assert_close(sketch(x), reference, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(sketch(x[1]), reference[1], rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(sketch(x[:2].reshape(2, 1, 20_000))[:, 0], reference[:2])
