@@ -100,12 +100,12 @@ class Trajectory:
         return self.values.reshape(len(self.steps), -1)[:, start:stop]
 
     def projection(self):
-        """The random projection used when recording (a :class:`trainers.recording.Sketch`,
+        """The random projection used when recording (a :class:`trainers.sketch.Sketch`,
         regenerated from its seed; apply it to compare other vectors in the same space)."""
         proj = self.meta.get("projection")
         if not proj:
             return None
-        from trainers.recording import Sketch
+        from trainers.sketch import Sketch
 
         return Sketch(proj["source_dims"], proj["dims"], proj["seed"])
 
