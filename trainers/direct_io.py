@@ -38,7 +38,9 @@ def aligned_empty(rows: int, width: int, dtype: torch.dtype) -> tuple[torch.Tens
     write rows of it directly)."""
     itemsize = torch.empty((), dtype=dtype).element_size()
     nbytes = rows * width * itemsize
-    memory = mmap.mmap(-1, max(PAGE, -(-nbytes // PAGE) * PAGE))
+    size = max(PAGE, -(-nbytes // PAGE) * PAGE)
+    private = {"flags": mmap.MAP_PRIVATE} if hasattr(mmap, "MAP_PRIVATE") else {}
+    memory = mmap.mmap(-1, size, **private)  # not shared with a forked child (Python's default)
     flat = torch.frombuffer(memory, dtype=torch.uint8)  # keeps the mapping alive
     return flat[:nbytes].view(dtype).view(rows, width), memory
 
