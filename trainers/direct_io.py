@@ -80,11 +80,16 @@ class DirectWriter:
         tmp = path.with_name(path.name + ".tmp")
         header = npy_header(values.dtype, values.shape)
         view = _direct_view(values, memory) if self.direct and memory is not None else None
-        if view is None or not self._try_direct(tmp, header, view, values.nbytes):
-            with open(tmp, "wb") as f:
-                f.write(header)
-                f.write(memoryview(np.ascontiguousarray(values)).cast("B"))
-        os.replace(tmp, path)
+        try:
+            if view is None or not self._try_direct(tmp, header, view, values.nbytes):
+                with open(tmp, "wb") as f:
+                    f.write(header)
+                    f.write(memoryview(np.ascontiguousarray(values)).cast("B"))
+            os.replace(tmp, path)
+        except OSError as exc:  # e.g. ENOSPC from write(): name the file
+            if exc.filename is not None:
+                raise
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
 
     def _try_direct(self, tmp: Path, header: bytes, view: memoryview, nbytes: int) -> bool:
         try:

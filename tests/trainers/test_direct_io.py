@@ -103,3 +103,17 @@ def test_a_recorder_writes_its_chunks_directly(tmp_path):
     assert traj.steps.tolist() == list(range(7)) and traj.values[:, 0].tolist() == list(range(7))
     sizes = sorted(p.stat().st_size for p in (tmp_path / "x").glob("c*-*[0-9].npy"))
     assert sizes == [PAGE + 1 * 4000, PAGE + 3 * 4000, PAGE + 3 * 4000]
+
+
+def test_a_failed_write_names_the_file(tmp_path, monkeypatch):
+    """An OSError without a file name (ENOSPC from write()) is raised naming the chunk."""
+    import errno
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(direct_io.os, "replace", full)
+    buffer, memory = aligned_empty(2, 10, torch.float32)
+    with pytest.raises(OSError, match="No space left on device") as info:
+        DirectWriter().write_npy(tmp_path / "c000-1.npy", buffer.numpy(), memory)
+    assert info.value.filename == str(tmp_path / "c000-1.npy")
