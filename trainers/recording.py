@@ -6,11 +6,11 @@ optional random projection happen on the device). Full chunks go through a bound
 one writer thread that compresses, writes (see :mod:`trainers.trajectory` for the format;
 uncompressed chunks go from their page-aligned buffer to the disk with ``O_DIRECT``, no copy
 into the page cache: :mod:`trainers.direct_io`) and hands each finished file to ``on_file``
-(the orchestrator logs it to MLflow). Memory is
-bounded: when the writer falls behind, the training thread waits for a free buffer. Nothing on
-the training thread waits for the GPU: the writer waits on a CUDA event before it reads a
-chunk, and a multi-tensor probe (all weights) is gathered on the device first, so a step costs
-one device-to-host copy per trajectory, not one per tensor.
+(the orchestrator logs it to MLflow). Memory is bounded: when the writer falls behind, the
+training thread waits for a free buffer. Nothing on the training thread waits for the GPU:
+the writer waits on a CUDA event before it reads a chunk, and a multi-tensor probe (all
+weights) is gathered on the device first, so a step costs one device-to-host copy per
+trajectory, not one per tensor.
 """
 
 from __future__ import annotations
