@@ -16,6 +16,20 @@ from trainers.recording import Recorder, RecordSpec
 from trainers.trajectory import read_trajectory
 
 
+def takes_o_direct(folder: Path) -> bool:
+    """Whether ``folder``'s file system opens files with O_DIRECT (where it does, the writer
+    must have used it)."""
+    if not hasattr(os, "O_DIRECT"):
+        return False
+    try:
+        os.close(os.open(folder / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o644))
+    except OSError:
+        return False
+    finally:
+        (folder / "probe").unlink(missing_ok=True)
+    return True
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("rows", [5, 2, 1])  # a full buffer, then parts of it
 def test_a_direct_chunk_reads_back_exactly_and_has_its_true_size(tmp_path, dtype, rows):
@@ -24,8 +38,7 @@ def test_a_direct_chunk_reads_back_exactly_and_has_its_true_size(tmp_path, dtype
     buffer.copy_(torch.randn(5, 1000))
     writer = DirectWriter()
     writer.write_npy(tmp_path / "c.npy", buffer[:rows].numpy(), memory)
-    if hasattr(os, "O_DIRECT"):
-        assert writer.direct  # this file system (the tests' temp folder) takes O_DIRECT
+    assert writer.direct == takes_o_direct(tmp_path)
     expected = buffer[:rows].numpy()
     back = np.load(tmp_path / "c.npy")
     mapped = np.load(tmp_path / "c.npy", mmap_mode="r")
@@ -97,8 +110,7 @@ def test_a_recorder_writes_its_chunks_directly(tmp_path):
     for step in range(7):
         rec.record("x", step, x.fill_(step))
     rec.close()
-    if hasattr(os, "O_DIRECT"):
-        assert rec._direct.direct
+    assert rec._direct.direct == takes_o_direct(tmp_path)
     traj = read_trajectory(tmp_path / "x")
     assert traj.steps.tolist() == list(range(7)) and traj.values[:, 0].tolist() == list(range(7))
     sizes = sorted(p.stat().st_size for p in (tmp_path / "x").glob("c*-*[0-9].npy"))
