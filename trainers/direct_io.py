@@ -21,6 +21,7 @@ cache. Either way the file is written under a temporary name and renamed into pl
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 from pathlib import Path
@@ -94,20 +95,26 @@ class DirectWriter:
     def _try_direct(self, tmp: Path, header: bytes, view: memoryview, nbytes: int) -> bool:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
-        except OSError:  # EINVAL: this file system has no O_DIRECT
-            self.direct = False
-            return False
+        except OSError as exc:  # EINVAL: this file system has no O_DIRECT
+            return self._refused(exc)
         try:
             self._header[:] = header
             _write_all(fd, memoryview(self._header))
             _write_all(fd, view)
             os.ftruncate(fd, PAGE + nbytes)  # the last page was written whole
             return True
-        except OSError:  # e.g. a block size above a page: write it through the page cache
-            self.direct = False
-            return False
+        except OSError as exc:  # EINVAL: e.g. a block size above a page
+            return self._refused(exc)
         finally:
             os.close(fd)
+
+    def _refused(self, exc: OSError) -> bool:
+        """``O_DIRECT`` refused (EINVAL): use the page cache from now on. Anything else (a
+        full disk, an I/O error) is the write's own failure and is raised."""
+        if exc.errno != errno.EINVAL:
+            raise exc
+        self.direct = False
+        return False
 
 
 def _write_all(fd: int, data: memoryview) -> None:

@@ -154,9 +154,6 @@ class _Series:
                 row[start : start + n].copy_(p.detach().reshape(-1), non_blocking=self.non_blocking)
                 start += n
             return
-        if self.proj is not None and self.index is None and self.device.type == "cpu":
-            row.copy_(self.proj.of_parts([p.detach().reshape(-1) for p in parts]))
-            return  # no concatenated copy of the parts (a CPU's memory traffic)
         flat = torch.cat([p.detach().reshape(-1) for p in parts])
         if self.index is not None:
             flat = flat.index_select(0, self.index)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import warnings
 from collections.abc import Sequence
 
@@ -40,7 +39,6 @@ class Sketch:
         self.bucket = torch.randint(0, dims, (source_dims,), generator=gen)
         self.sign = torch.randint(0, 2, (source_dims,), generator=gen).float() * 2 - 1
         self._csr: torch.Tensor | None = None
-        self._parts: tuple[tuple[int, ...], list[torch.Tensor]] | None = None
 
     def to(self, device: torch.device) -> Sketch:
         self.bucket, self.sign = self.bucket.to(device), self.sign.to(device)
@@ -61,22 +59,6 @@ class Sketch:
         if self._csr is None:
             self._csr = _csr(self.bucket, self.sign, self.dims)
         return self._csr
-
-    def of_parts(self, parts: Parts) -> torch.Tensor:
-        """The sketch of the concatenation of the 1-d CPU tensors ``parts``, without building
-        it: one CSR matrix per part (the columns of that part), summed."""
-        sizes = tuple(p.numel() for p in parts)
-        if self._parts is None or self._parts[0] != sizes:
-            bounds = [0, *itertools.accumulate(sizes)]
-            blocks = [
-                _csr(self.bucket[a:b], self.sign[a:b], self.dims)
-                for a, b in zip(bounds, bounds[1:])
-            ]
-            self._parts = (sizes, blocks)
-        out = self._parts[1][0] @ parts[0].float()
-        for block, part in zip(self._parts[1][1:], parts[1:]):
-            out += block @ part.float()
-        return out
 
     def matrix(self) -> torch.Tensor:
         """The dense D×d matrix (for small D): ``x @ matrix() == sketch(x)``."""

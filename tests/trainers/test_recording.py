@@ -161,12 +161,3 @@ def test_the_cpu_sketch_equals_the_index_add_one_to_rounding():
     torch.testing.assert_close(sketch(x), reference, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(sketch(x[1]), reference[1], rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(sketch(x[:2].reshape(2, 1, 20_000))[:, 0], reference[:2])
-
-
-def test_the_sketch_of_parts_is_the_sketch_of_their_concatenation():
-    sketch = Sketch(1_000, 64, seed=5)
-    gen = torch.Generator().manual_seed(2)
-    parts = [torch.randn(n, generator=gen) for n in (300, 1, 699)]
-    torch.testing.assert_close(sketch.of_parts(parts), sketch(torch.cat(parts)))
-    other = [torch.randn(n, generator=gen) for n in (500, 500)]  # other sizes: other blocks
-    torch.testing.assert_close(sketch.of_parts(other), sketch(torch.cat(other)))
