@@ -2,8 +2,10 @@
 
 ``DATASETS`` maps a stable name to a loader returning ``(train, val)`` splits, each a pair of
 ``images`` (float32, N×C×H×W in [0, 1]) and ``labels`` (int64). ``digits`` ships with
-scikit-learn and needs no network; ``mnist`` and ``fashion_mnist`` are downloaded by
-torchvision into ``data_dir`` once and fail with a clear message when that is impossible.
+scikit-learn and needs no network; ``mnist`` and ``fashion_mnist`` are the standard IDX files
+(train split = the 60,000 training images, val = the 10,000 test images), found in
+``data_dir`` or a system folder or downloaded into ``data_dir`` once (``trainers/idx.py``),
+with a clear message naming the file when that is impossible.
 """
 
 from __future__ import annotations
@@ -30,35 +32,19 @@ def _digits(data_dir: Path, val_fraction: float, seed: int) -> tuple[Split, Spli
     return (images[train], labels[train]), (images[val], labels[val])
 
 
-def _torchvision(name: str) -> Callable[[Path, float, int], tuple[Split, Split]]:
+def _idx(name: str) -> Callable[[Path, float, int], tuple[Split, Split]]:
     def load(data_dir: Path, val_fraction: float, seed: int) -> tuple[Split, Split]:
-        import torchvision
+        from trainers.idx import load_split
 
-        cls = {
-            "mnist": torchvision.datasets.MNIST,
-            "fashion_mnist": torchvision.datasets.FashionMNIST,
-        }
-        splits = []
-        for train in (True, False):
-            try:
-                ds = cls[name](root=str(data_dir), train=train, download=True)
-            except Exception as exc:  # torchvision raises URLError/RuntimeError offline
-                raise DataError(
-                    f"dataset {name!r}: could not load or download it into {data_dir} ({exc}). "
-                    f"Without network access, copy the torchvision {name} files into "
-                    f"{data_dir} or use 'dataset: digits', which ships with scikit-learn."
-                ) from exc
-            images = ds.data.to(torch.float32).div(255.0).unsqueeze(1)
-            splits.append((images, ds.targets.to(torch.int64)))
-        return splits[0], splits[1]
+        return load_split(name, data_dir, "train"), load_split(name, data_dir, "test")
 
     return load
 
 
 DATASETS: dict[str, Callable[[Path, float, int], tuple[Split, Split]]] = {
     "digits": _digits,
-    "mnist": _torchvision("mnist"),
-    "fashion_mnist": _torchvision("fashion_mnist"),
+    "mnist": _idx("mnist"),
+    "fashion_mnist": _idx("fashion_mnist"),
 }
 
 
