@@ -1,23 +1,22 @@
 # The dynsweep image: what clusters/ runs on every node.
 #   CPU:  docker build -t dynsweep .
 #   GPU:  docker build --build-arg BASE=pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime -t dynsweep:gpu .
-# The GPU base brings a CUDA build of torch; pip keeps it (torchvision is installed to match).
+# BASE is any Debian-like image with Python >= 3.10 and pip. The versions come from
+# constraints.txt (the ones CI tested); PyPI's Linux torch wheel is a CUDA build, so the GPU
+# image runs on the GPU with the same pins.
 ARG BASE=python:3.11-slim
 FROM ${BASE}
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-# git: runs record their commit; rsync/openssh: the Ray cluster launcher; mpich: MPI launch.
+# git: runs record their commit; rsync/openssh: the Ray cluster launcher; build-essential:
+# DeepSpeed's JIT ops.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends git rsync openssh-client build-essential \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/dynsweep
-COPY pyproject.toml README.md ./
-COPY dynsweep ./dynsweep
-COPY orchestrator ./orchestrator
-COPY trainers ./trainers
-COPY analysis ./analysis
-RUN pip install '.[deepspeed,mpi]' 'ray[default]' optuna-dashboard
-COPY configs ./configs
-COPY clusters ./clusters
+# The whole project (.dockerignore leaves out local state), so no new package is forgotten.
+COPY . .
+# The extras the cluster docs use: PostgreSQL, S3 and GCS artifacts, DeepSpeed, MPI.
+RUN python3 -m pip install -c constraints.txt '.[postgres,s3,gcs,deepspeed,mpi]' optuna-dashboard
 WORKDIR /work
-ENTRYPOINT ["dynsweep"]
-CMD ["--help"]
+# No ENTRYPOINT: Ray's cluster launcher starts containers as `docker run … IMAGE bash`.
+CMD ["dynsweep", "--help"]

@@ -190,7 +190,18 @@ def _cmd_train(args) -> int:
 def _cmd_server(args) -> int:
     from orchestrator.cluster import server_command
 
-    cmd = server_command(args.backend_store_uri, args.artifacts_destination, args.host, args.port)
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers: expected a positive number of processes, got {args.workers}")
+    from tracking import with_sql_driver
+
+    cmd = server_command(
+        with_sql_driver(args.backend_store_uri),
+        args.artifacts_destination,
+        args.host,
+        args.port,
+        args.allowed_hosts,
+        args.workers,
+    )
     print(f"MLflow tracking server: http://{args.host}:{args.port}  (Ctrl+C to stop)", flush=True)
     if args.host not in ("127.0.0.1", "localhost"):
         print("note: listening beyond this machine; keep the port inside the cluster network")

@@ -168,6 +168,17 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", default="127.0.0.1", help="interface (0.0.0.0 for a cluster)")
     p.add_argument("--port", type=int, default=5000)
+    p.add_argument(
+        "--allowed-hosts",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT],…",
+        help="Host headers to accept besides localhost and private IPs, e.g. the service name "
+        "workers use (dynsweep-head-svc:5000); wildcards allowed; repeatable",
+    )
+    p.add_argument(
+        "--workers", type=int, default=None, help="server processes (MLflow's default: 4)"
+    )
     _add_common(p)
 
     p = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the tracking store")

@@ -13,6 +13,7 @@ import shlex
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from dynsweep import logs
@@ -150,11 +151,21 @@ def _submit_launcher(cluster: str, config: str, command: list[str]) -> str:
 
 
 def server_command(
-    backend_store_uri: str, artifacts_destination: str, host: str, port: int
+    backend_store_uri: str,
+    artifacts_destination: str,
+    host: str,
+    port: int,
+    allowed_hosts: Sequence[str] = (),
+    workers: int | None = None,
 ) -> list[str]:
-    """``mlflow server`` serving artifacts through itself (clients need no storage access)."""
+    """``mlflow server`` serving artifacts through itself (clients need no storage access).
+
+    ``allowed_hosts`` are Host headers accepted *besides* MLflow's defaults (localhost and the
+    private IP ranges): since MLflow 3.5 the server refuses any other Host, so a worker that
+    reaches it by a service name (``dynsweep-head-svc:5000`` on KubeRay) must be named here.
+    ``workers`` is the number of server processes (MLflow's default, 4, when None)."""
     mlflow = shutil.which("mlflow") or "mlflow"
-    return [
+    cmd = [
         mlflow,
         "server",
         "--backend-store-uri",
@@ -167,3 +178,12 @@ def server_command(
         "--port",
         str(port),
     ]
+    extra = [h.strip() for entry in allowed_hosts for h in entry.split(",") if h.strip()]
+    if extra:
+        from mlflow.server.security_utils import get_default_allowed_hosts
+
+        hosts = list(dict.fromkeys([*get_default_allowed_hosts(), *extra]))
+        cmd += ["--allowed-hosts", ",".join(hosts)]
+    if workers is not None:
+        cmd += ["--workers", str(workers)]
+    return cmd

@@ -51,7 +51,9 @@ def optuna_storage(uri: str) -> Any:
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(uri[len("journal:") :]))
-    return optuna.storages.RDBStorage(uri)
+    from tracking import with_sql_driver
+
+    return optuna.storages.RDBStorage(with_sql_driver(uri))
 
 
 SEARCHERS = {

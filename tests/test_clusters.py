@@ -134,3 +134,71 @@ def test_mpiexec_two_ranks_train_one_run_logged_from_rank_0(workdir):
     artifacts = {a.path for a in store(workdir).list_artifacts(children[0].info.run_id)}
     assert {"model", "trajectories", "config.json"} <= artifacts
     assert list((workdir / "dynsweep_runs").glob("t-mpi-*/state-rank1.pt"))
+
+
+def _kuberay_server_args() -> list[str]:
+    """The ``dynsweep server`` command line of the KubeRay head container, as written there."""
+    import shlex
+
+    cluster = yaml.safe_load((CLUSTERS / "kuberay" / "raycluster.yaml").read_text())
+    head = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    line = next(a for a in head["args"] if "dynsweep server" in a).split("&")[0]
+    args = shlex.split(line)
+    assert args[:2] == ["dynsweep", "server"], line
+    return args[2:]
+
+
+def test_server_command_adds_allowed_hosts_to_mlflows_defaults_and_passes_workers():
+    from orchestrator.cli_parser import parser
+    from orchestrator.cluster import server_command
+
+    args = parser().parse_args(["server", *_kuberay_server_args()])
+    assert args.workers == 4 and args.allowed_hosts == ["dynsweep-head-svc:5000,dynsweep-head-svc"]
+    cmd = server_command("sqlite:///x.db", "/a", "0.0.0.0", 5000, args.allowed_hosts, 4)
+    hosts = cmd[cmd.index("--allowed-hosts") + 1].split(",")
+    assert {"dynsweep-head-svc:5000", "dynsweep-head-svc", "localhost:*", "10.*"} <= set(hosts)
+    assert cmd[cmd.index("--workers") + 1] == "4"
+    plain = server_command("sqlite:///x.db", "/a", "127.0.0.1", 5000)
+    assert "--allowed-hosts" not in plain and "--workers" not in plain  # MLflow's own defaults
+
+
+@pytest.mark.e2e
+def test_a_server_started_as_kuberay_starts_it_answers_a_service_name_host(tmp_path):
+    """Workers reach the head's server as http://dynsweep-head-svc:5000; MLflow ≥ 3.5 refuses
+    Host headers it was not told of, so the KubeRay file's own command line must name it."""
+    import urllib.error
+    import urllib.request
+
+    args = _kuberay_server_args()
+    port = free_port()
+    values = {
+        "--host": "127.0.0.1",
+        "--port": str(port),
+        "--backend-store-uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "--artifacts-destination": str(tmp_path / "mlartifacts"),
+    }
+    args = [values.get(args[i - 1], a) if i else a for i, a in enumerate(args)]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "server", *args],
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_url(f"http://127.0.0.1:{port}/health", 90)
+
+        def status(host: str) -> int:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1",
+                headers={"Host": host},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    return response.status
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        assert status("dynsweep-head-svc:5000") == 200
+        assert status("10.4.0.7:5000") == 200  # a pod IP: MLflow's defaults are kept
+        assert status("elsewhere.example:5000") == 403  # the check itself is on
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

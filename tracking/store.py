@@ -39,8 +39,25 @@ def _retry(fn: Callable[[], T], attempts: int = 8) -> T:
     raise AssertionError("unreachable")
 
 
+def with_sql_driver(uri: str) -> str:
+    """``postgresql://…`` with the driver the ``postgres`` extra installs (psycopg 3).
+
+    A plain ``postgresql://`` names no driver: SQLAlchemy 2.1 then picks psycopg 3, but 2.0
+    (which MLflow's bounds allow) picks psycopg2. Where psycopg2 is missing and psycopg is
+    installed, the URI names ``postgresql+psycopg://``; every other URI is returned as it is."""
+    import importlib.util
+
+    if not uri.startswith("postgresql://"):
+        return uri
+    if importlib.util.find_spec("psycopg2") or not importlib.util.find_spec("psycopg"):
+        return uri
+    return "postgresql+psycopg://" + uri[len("postgresql://") :]
+
+
 def resolve_uri(uri: str, base: Path | None = None) -> str:
-    """Make a relative sqlite/file URI absolute (trials run in other working directories)."""
+    """Make a relative sqlite/file URI absolute (trials run in other working directories);
+    a ``postgresql://`` URI gets the installed driver (:func:`with_sql_driver`)."""
+    uri = with_sql_driver(uri)
     base = Path.cwd() if base is None else base
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return "sqlite:///" + str((base / uri[len("sqlite:///") :]).resolve())

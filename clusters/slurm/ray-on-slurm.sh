@@ -31,7 +31,7 @@ done
 sleep 10
 
 # The tracking server (sqlite on the shared file system; use PostgreSQL for many nodes).
-dynsweep server --host 0.0.0.0 --port 5000 \
+dynsweep server --host 0.0.0.0 --port 5000 --workers 4 --allowed-hosts "${head}:5000,${head}" \
   --backend-store-uri "sqlite:///${SLURM_SUBMIT_DIR}/mlflow.db" \
   --artifacts-destination "${SLURM_SUBMIT_DIR}/mlartifacts" &
 server=$!

@@ -67,3 +67,25 @@ def test_packed_member_runs_are_created_and_ended_together(pg):
     retry_sender.close()
     assert [r.run_id for r in again] == [r.run_id for r in runs]
     assert all(r.final is not None for r in again)  # finished: not reopened
+
+
+def test_a_plain_postgresql_uri_works_for_tracking_and_optuna(pg):
+    """The URI the docs give (``postgresql://``, no driver) on the real server."""
+    import optuna
+
+    from orchestrator.registry import optuna_storage
+
+    plain = "postgresql://" + pg.split("://", 1)[1]
+    uri = tracking.resolve_uri(plain)
+    exp = tracking.ensure_experiment(uri, "plain-uri")
+    parent = tracking.start_sweep_run(uri, exp, "sweep", {}, {})
+    run = tracking.TrialRun.open(uri, exp, parent, "trial_0", "trial 0", {}, {})
+    run.log_metrics(1, {"train/loss": 0.5})
+    run.finish("FINISHED")
+    assert MlflowClient(plain).get_run(run.run_id).data.metrics["train/loss"] == 0.5
+    # Optuna in a database of its own: it and MLflow each keep an alembic_version table
+    optuna_uri = plain.rsplit("/", 1)[0] + "/postgres"
+    study = optuna.create_study(storage=optuna_storage(optuna_uri), study_name="plain-uri")
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    loaded = optuna.load_study(study_name="plain-uri", storage=optuna_storage(optuna_uri))
+    assert len(loaded.trials) == 2
