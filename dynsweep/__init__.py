@@ -1,8 +1,9 @@
 """dynsweep: sweep trainers on Ray, record training dynamics into MLflow, analyse them.
 
-The code lives in three sibling packages (see DESIGN.md): ``orchestrator`` (spec, sweeps,
-CLI, MLflow writing), ``trainers`` (the training loop and model families) and ``analysis``
-(reading runs back and analysing trajectories). This package holds what all three share.
+The code lives in sibling packages, in layers (docs/architecture.md): ``trainers`` (the
+training loop and model families) and ``tracking`` (MLflow, read and write) below
+``analysis`` (analysis steps and their runner), and ``orchestrator`` (spec, sweeps, CLI) on
+top. This package holds what all of them share.
 """
 
 from __future__ import annotations
