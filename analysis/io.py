@@ -17,10 +17,11 @@ from trainers.trajectory import Trajectory, read_trajectory
 
 
 def default_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else the embedded store ``./mlflow.db``."""
-    from tracking import resolve_uri
+    """``MLFLOW_TRACKING_URI`` if set, else the embedded store ``./mlflow.db``
+    (:func:`dynsweep.uri.choose_uri` with no flag and no config)."""
+    from tracking import tracking_uri
 
-    return resolve_uri(os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
+    return tracking_uri()
 
 
 def _experiment_id(client: MlflowClient, experiment: str) -> str:

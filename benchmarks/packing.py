@@ -53,15 +53,14 @@ def grid(seeds: int, steps: int, pack, dtype: str = "float32", name: str = "") -
 
 
 def timed_sweep(raw: dict) -> float:
-    """Seconds from ``sweep.run`` to its return (``sweep.finish`` after, untimed)."""
+    """Seconds from ``sweep.run`` to its return (its parent run closed on return)."""
     from orchestrator import sweep
     from orchestrator.spec import load_spec
 
     spec = load_spec(raw=raw)
     start = time.perf_counter()
-    outcome = sweep.run(spec)
+    sweep.run(spec)
     wall = time.perf_counter() - start
-    sweep.finish(outcome)
     return wall
 
 

@@ -8,7 +8,6 @@ log messages (dynsweep's, Ray's, MLflow's) show from WARNING up, from INFO up wi
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -17,40 +16,48 @@ from pathlib import Path
 
 from dynsweep import logs
 from dynsweep.errors import UserError
-from orchestrator.cli_parser import DEFAULT_URI, parser
+from orchestrator.cli_parser import parser
 
 
-def _uri(arg: str | None) -> str:
-    from tracking import resolve_uri
+def _uri(flag: str | None, config: str | None = None) -> str:
+    from tracking import tracking_uri
 
-    return resolve_uri(arg or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI)
+    return tracking_uri(flag, config)
 
 
-def _finish_sweep(outcome, run_analysis: bool = True) -> int:
-    from analysis.runner import analyze
-    from orchestrator.summary import sweep_summary
-    from orchestrator.sweep import finish
-    from tracking.secrets import redact
+def _report(run_analysis: bool = True):
+    """What the CLI does when the trials have ended, before the parent run is closed: print
+    the summary, then run and print the analysis of a finished sweep."""
 
-    print(redact(sweep_summary(outcome)))
+    def after(outcome) -> None:
+        from analysis.runner import analyze
+        from orchestrator.summary import sweep_summary
+        from tracking.secrets import redact
+
+        print(redact(sweep_summary(outcome)))
+        spec = outcome.setup.spec
+        if outcome.status == "FINISHED" and spec.analysis and run_analysis:
+            _print_analysis(
+                analyze(
+                    spec.experiment_name(),
+                    spec.analysis,
+                    outcome.setup.uri,
+                    sweep=outcome.setup.parent_run_id,
+                    data_dir=outcome.setup.data_dir,
+                    gpus=spec.resources.analysis_gpus,
+                )
+            )
+
+    return after
+
+
+def _exit_status(outcome) -> int:
     if outcome.status == "FAILED":
         print(f"dynsweep: the sweep failed: {outcome.error}", file=sys.stderr)
         return 1
     if outcome.status != "FINISHED":
         return 130
     spec = outcome.setup.spec
-    if spec.analysis and run_analysis:
-        _print_analysis(
-            analyze(
-                spec.experiment_name(),
-                spec.analysis,
-                outcome.setup.uri,
-                sweep=outcome.setup.parent_run_id,
-                data_dir=outcome.setup.data_dir,
-                gpus=spec.resources.analysis_gpus,
-            )
-        )
-    finish(outcome)
     if spec.search.storage:
         from orchestrator.registry import study_name
 
@@ -86,13 +93,15 @@ def _cmd_sweep(args) -> int:
     if args.dry_run:
         from orchestrator.plan import plan
 
-        print("\n\n".join(plan(spec) for spec in specs))
+        print("\n\n".join(plan(spec, args.tracking_uri) for spec in specs))
         return 0
     for i, spec in enumerate(specs):
         if len(specs) > 1:
             print(f"\n== stage {i + 1}/{len(specs)}: {args.config[i]} ==")
-        outcome = sweep.run(spec, address=args.address, tracking_uri=args.tracking_uri)
-        status = _finish_sweep(outcome, args.analyze)
+        outcome = sweep.run(
+            spec, address=args.address, tracking_uri=args.tracking_uri, after=_report(args.analyze)
+        )
+        status = _exit_status(outcome)
         if status != 0:
             if i + 1 < len(specs):
                 print(
@@ -105,7 +114,8 @@ def _cmd_sweep(args) -> int:
 def _cmd_resume(args) -> int:
     from orchestrator import sweep
 
-    return _finish_sweep(sweep.resume(args.sweep, address=args.address, storage=args.storage))
+    outcome = sweep.resume(args.sweep, address=args.address, storage=args.storage, after=_report())
+    return _exit_status(outcome)
 
 
 def _cmd_runs(args) -> int:
@@ -138,7 +148,7 @@ def _cmd_analyze(args) -> int:
     if args.config:
         spec = load_spec(args.config, args.overrides)
         experiment, steps = spec.experiment_name(), spec.analysis
-        uri = _uri(args.tracking_uri or spec.tracking.uri)
+        uri = _uri(args.tracking_uri, spec.tracking.uri)
         data_dir, gpus = spec.data_dir, spec.resources.analysis_gpus
         if not steps:
             raise UserError(f"{args.config}: has no 'analysis' steps")

@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 
 from dynsweep import __version__
-
-DEFAULT_URI = "sqlite:///mlflow.db"
+from dynsweep.uri import DEFAULT_URI
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:

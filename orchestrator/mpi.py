@@ -94,9 +94,7 @@ def train_mpi(config_path: str, overrides: list[str], tracking_uri: str | None =
     if size > 1:
         torch.distributed.init_process_group("nccl" if gpu else "gloo", rank=rank, world_size=size)
 
-    uri = tracking.resolve_uri(
-        tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or spec.tracking.uri
-    )
+    uri = tracking.tracking_uri(tracking_uri, spec.tracking.uri)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = Path(spec.storage).resolve() / f"{spec.name}-mpi-{stamp}"
     run, parent, header = None, None, None

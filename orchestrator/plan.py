@@ -21,8 +21,11 @@ def _resources(res) -> str:
     )
 
 
-def plan(spec: ExperimentSpec) -> str:
-    """What a sweep would do (``--dry-run``): resolved spec, trial count, resources."""
+def plan(spec: ExperimentSpec, tracking_uri: str | None = None) -> str:
+    """What a sweep would do (``--dry-run``): resolved spec, trial count, resources, and the
+    tracking store it would use (``--tracking-uri`` as ``tracking_uri``)."""
+    from dynsweep.uri import choose_uri
+
     res, n = spec.resources, spec.num_trials()
     concurrent = spec.max_concurrent_trials or "as many as fit"
     dims = [
@@ -45,7 +48,8 @@ def plan(spec: ExperimentSpec) -> str:
             "search dimensions:",
             *(dims or ["  (none)"]),
             f"resources per trial: {_resources(res)}; concurrent trials: {concurrent}",
-            f"steps per trial: {spec.stop.iterations}; tracking: {spec.tracking.uri}",
+            f"steps per trial: {spec.stop.iterations}; "
+            f"tracking: {choose_uri(tracking_uri, spec.tracking.uri)}",
             f"recordings: about {budget.estimate(spec)[1] / 1e9:.3g} GB "
             f"(budget {spec.loop.record_budget_gb:g} GB)",
         ]

@@ -25,6 +25,7 @@ from pydantic import (
 
 from analysis.registry import ANALYSIS_STEPS
 from dynsweep.errors import ConfigError
+from dynsweep.uri import DEFAULT_URI
 from orchestrator import budget, space
 from orchestrator.registry import SCHEDULERS, SEARCHERS
 from trainers import TRAINERS, get_trainer_class
@@ -118,7 +119,7 @@ class ResourcesSpec(_Section):
 
 
 class TrackingSpec(_Section):
-    uri: str = "sqlite:///mlflow.db"
+    uri: str = DEFAULT_URI
     experiment: str | None = None
 
 

@@ -2,8 +2,9 @@
 
 ``run(spec)`` checks the tracking store and the Ray address, opens the sweep's parent MLflow
 run, writes ``dynsweep_sweep.json`` beside the Tune experiment (so ``resume`` can rebuild
-everything), runs the trials, closes every run with its true status, prints a summary and
-then runs the analysis steps of the spec on the finished trials.
+everything), runs the trials, closes every trial's run with its true status, calls the
+caller's ``after`` (the CLI prints the summary and runs the analysis there) and closes the
+parent run, on every path.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -149,44 +151,57 @@ def _tuner(setup: SweepSetup, folder: SweepFolder, restore: bool, watch: Pending
     )
 
 
-def _execute(setup: SweepSetup, folder: SweepFolder, restore: bool) -> SweepOutcome:
+After = Callable[[SweepOutcome], None]
+
+
+def _execute(
+    setup: SweepSetup, folder: SweepFolder, restore: bool, after: After | None = None
+) -> SweepOutcome:
+    """Run (or restore) the Tuner, close the trials' runs, call ``after`` (the summary and
+    analysis) while the parent run is still open, and close the parent run in every case:
+    FINISHED, KILLED (``resume`` continues it) or FAILED with the error — a searcher or
+    scheduler that cannot be built, Tune failing, no trial placed in time, or ``after``
+    raising."""
     started = time.monotonic()
-    watch = PendingWatch(per_trial(setup.spec), setup.spec.resources.schedule_timeout_s)
-    tuner = _tuner(setup, folder, restore, watch)
-    if restore:
-        tracking.reopen_run(setup.uri, setup.parent_run_id)
+    uri, exp, parent = setup.uri, setup.experiment_id, setup.parent_run_id
+    status, error = "FAILED", "the driver stopped before the sweep ended"
     try:
-        with interruptible(), quiet_tune():
-            tuner.fit()
-        unfinished = INTERRUPTED.is_set()
-    except KeyboardInterrupt:
-        unfinished = True
-    except BaseException as exc:  # Tune itself failed: leave no run RUNNING, then re-raise
+        watch = PendingWatch(per_trial(setup.spec), setup.spec.resources.schedule_timeout_s)
+        tuner = _tuner(setup, folder, restore, watch)  # an Optuna RDB storage connects here
+        if restore:
+            tracking.reopen_run(uri, parent)
+        try:
+            with interruptible(), quiet_tune():
+                tuner.fit()
+            unfinished = INTERRUPTED.is_set()
+        except KeyboardInterrupt:
+            unfinished = True
+        if watch.expired:
+            status, error = "FAILED", watch.expired
+        elif unfinished:
+            status = "KILLED"
+            error = f"interrupted; continue with: dynsweep resume {describe(folder.location)}"
+        else:
+            status, error = "FINISHED", None
+        # Runs still open belong to trials that were interrupted (resume continues them) or
+        # whose process died without a word (failed).
         tracking.close_unfinished_children(
-            setup.uri, setup.experiment_id, setup.parent_run_id, "FAILED"
+            uri, exp, parent, "KILLED" if status == "KILLED" else "FAILED"
         )
-        tracking.end_run(setup.uri, setup.parent_run_id, "FAILED", f"{type(exc).__name__}: {exc}")
+        outcome = SweepOutcome(folder, setup, status, time.monotonic() - started, error)
+        if after is not None:
+            after(outcome)
+        return outcome
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):  # Ctrl+C outside Tune (its set-up, `after`)
+            status = "KILLED"
+            error = f"interrupted; continue with: dynsweep resume {describe(folder.location)}"
+        else:
+            status, error = "FAILED", f"{type(exc).__name__}: {exc}"
+        tracking.close_unfinished_children(uri, exp, parent, status)
         raise
-    if watch.expired:
-        tracking.close_unfinished_children(
-            setup.uri, setup.experiment_id, setup.parent_run_id, "FAILED"
-        )
-        tracking.end_run(setup.uri, setup.parent_run_id, "FAILED", watch.expired)
-        return SweepOutcome(folder, setup, "FAILED", time.monotonic() - started, watch.expired)
-    # Runs still open belong to trials that were interrupted (resume continues them) or whose
-    # process died without a word (failed).
-    tracking.close_unfinished_children(
-        setup.uri, setup.experiment_id, setup.parent_run_id, "KILLED" if unfinished else "FAILED"
-    )
-    if unfinished:
-        tracking.end_run(
-            setup.uri,
-            setup.parent_run_id,
-            "KILLED",
-            f"interrupted; continue with: dynsweep resume {describe(folder.location)}",
-        )
-    status = "KILLED" if unfinished else "FINISHED"
-    return SweepOutcome(folder, setup, status, time.monotonic() - started)
+    finally:
+        tracking.end_run(uri, parent, status, error)
 
 
 def _write_manifest(folder: SweepFolder, setup: SweepSetup) -> None:
@@ -194,13 +209,16 @@ def _write_manifest(folder: SweepFolder, setup: SweepSetup) -> None:
 
 
 def run(
-    spec: ExperimentSpec, address: str | None = None, tracking_uri: str | None = None
+    spec: ExperimentSpec,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    after: After | None = None,
 ) -> SweepOutcome:
-    """Run a sweep to its end (or until interrupted; then ``resume`` continues it)."""
+    """Run a sweep to its end (or until interrupted; then ``resume`` continues it), then
+    ``after(outcome)`` (the CLI's summary and analysis); the parent run is closed when this
+    returns or raises (see :func:`_execute`)."""
     check_local(spec, address)  # GPUs this machine lacks: refused before anything starts
-    uri = tracking.resolve_uri(
-        tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or spec.tracking.uri
-    )
+    uri = tracking.tracking_uri(tracking_uri, spec.tracking.uri)
     tracking.check_reachable(uri)
     spec = _with_references(_with_runs(spec, uri), uri)
     prepare_data(spec)
@@ -239,7 +257,7 @@ def run(
         folder.location,
     )
     _write_manifest(folder, setup)
-    return _execute(setup, folder, restore=False)
+    return _execute(setup, folder, restore=False, after=after)
 
 
 def _with_runs(spec: ExperimentSpec, uri: str) -> ExperimentSpec:
@@ -325,10 +343,14 @@ def check_tune_state(folder: SweepFolder) -> None:
 
 
 def resume(
-    name_or_path: str, address: str | None = None, storage: str = "dynsweep_runs"
+    name_or_path: str,
+    address: str | None = None,
+    storage: str = "dynsweep_runs",
+    after: After | None = None,
 ) -> SweepOutcome:
     """Continue an interrupted sweep: finished trials stay, the others go on from checkpoints.
-    Any machine that reaches the sweep's storage (and tracking store) can resume it."""
+    Any machine that reaches the sweep's storage (and tracking store) can resume it. ``after``
+    and the parent run's status as in :func:`run`."""
     folder = find_sweep(name_or_path, storage)
     try:
         setup = SweepSetup.from_json(json.loads(folder.read_text(MANIFEST)))
@@ -341,12 +363,4 @@ def resume(
     tracking.check_reachable(setup.uri)
     init_ray(address)
     check_multi_node(setup.uri, tracking.artifact_location(setup.uri, setup.experiment_id))
-    return _execute(setup, folder, restore=True)
-
-
-def finish(outcome: SweepOutcome, error: str | None = None) -> None:
-    """Close the parent run of a sweep that ran to its end."""
-    if outcome.status == "FINISHED":
-        tracking.end_run(
-            outcome.setup.uri, outcome.setup.parent_run_id, "FAILED" if error else "FINISHED", error
-        )
+    return _execute(setup, folder, restore=True, after=after)

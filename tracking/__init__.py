@@ -29,6 +29,7 @@ from tracking.store import (
     resolve_uri,
     set_tags,
     start_sweep_run,
+    tracking_uri,
     with_sql_driver,
 )
 from tracking.trial_run import TrialRun
@@ -56,6 +57,7 @@ __all__ = [
     "log_summary",
     "reopen_run",
     "resolve_uri",
+    "tracking_uri",
     "with_sql_driver",
     "set_tags",
     "start_sweep_run",

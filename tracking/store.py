@@ -54,6 +54,14 @@ def with_sql_driver(uri: str) -> str:
     return "postgresql+psycopg://" + uri[len("postgresql://") :]
 
 
+def tracking_uri(flag: str | None = None, config: str | None = None) -> str:
+    """The tracking URI in the one order of :func:`dynsweep.uri.choose_uri` (flag, then
+    ``MLFLOW_TRACKING_URI``, then the config's, then ``./mlflow.db``), made absolute."""
+    from dynsweep.uri import choose_uri
+
+    return resolve_uri(choose_uri(flag, config))
+
+
 def resolve_uri(uri: str, base: Path | None = None) -> str:
     """Make a relative sqlite/file URI absolute (trials run in other working directories);
     a ``postgresql://`` URI gets the installed driver (:func:`with_sql_driver`)."""
