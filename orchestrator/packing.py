@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from ray import tune
 
+from dynsweep.errors import TrialFailure
 from orchestrator import space
 from orchestrator.context import (
     SweepSetup,
@@ -166,6 +167,18 @@ class PackContext:
         self.sender.flush()
 
 
+def close_failed_members(contexts: list[TrialContext]) -> None:
+    """A retried pack (its process died, Tune restarts it from the last checkpoint) must not
+    train again the members that had failed for good (diverged, ``dynsweep.fatal``): their
+    runs stay FAILED with the first reason, and the loop leaves them out. When no member is
+    left, the trial fails at once, as a plain trial does (``orchestrator/trial.py``)."""
+    failed = [c for c in contexts if c.run is not None and c.run.fatal_error]
+    for context in failed:
+        context.end("FAILED", context.run.fatal_error, fatal=True)
+    if failed and len(failed) == len(contexts):
+        raise TrialFailure(failed[0].run.fatal_error)
+
+
 def run_pack_trial(setup: SweepSetup, points: list[Point]) -> None:
     """The Tune function's work for a packed trial: one run per point, one packed model."""
     spec = setup.spec
@@ -205,6 +218,7 @@ def run_pack_trial(setup: SweepSetup, points: list[Point]) -> None:
         "trainer": spec.trainer,
         "members": [c.header for c in contexts],
     }
+    close_failed_members(contexts)
     ctx = PackContext(contexts, sender, setup.uri, workdir, data_dir, header, device)
     state = resumable_state(setup, trial_id, runs[0])
     resume = state["loop"] if state is not None else None

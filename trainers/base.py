@@ -41,6 +41,8 @@ class Member(Protocol):
     """One grid point's own sink: its metrics, trajectories and failure."""
 
     trajectory_dir: Path  # where the recorder writes (one sub-folder per trajectory)
+    # Ended already (a retried pack's member that had failed for good): the loop leaves it out.
+    closed: bool
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         """Record metric values at ``step`` (batched to the tracking store)."""

@@ -30,6 +30,7 @@ class LocalContext:
     # The members' own contexts when a packed trainer runs here; a failed member's reason.
     member_contexts: list[LocalContext] = field(default_factory=list)
     failure: str | None = None
+    closed: bool = False  # a member ended before the loop starts: it is left out
 
     @classmethod
     def packed(cls, workdir: Path, count: int, **kwargs) -> LocalContext:

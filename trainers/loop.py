@@ -97,7 +97,10 @@ class _Members:
                 f"the trainer packs {count} members; the context has {len(ctx.members)}"
             )
         self.sinks, self.count = ctx.members, count
-        self.live = list(range(count))  # members not failed, in order
+        # members not failed, in order (a retried pack's member that failed for good is out)
+        self.live = [i for i, sink in enumerate(self.sinks) if not getattr(sink, "closed", False)]
+        if not self.live:
+            raise TrialFailure("every member of this pack has failed already")
         self.recorders: list[Recorder] = []
 
     def check(self, step: int, metrics: dict, cut: int) -> list[dict[str, float]]:
