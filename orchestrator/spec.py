@@ -166,7 +166,8 @@ class ExperimentSpec(_Section):
     num_samples: int = Field(1, ge=1, le=100_000)
     max_concurrent_trials: int | None = Field(None, ge=1)
     # Grid points per Tune trial, trained as one vectorised model (trainers.packing); "auto":
-    # as many as fill each free CPU slot once.
+    # two packs per CPU slot (the scheduler evens out packs of unequal cost), one per GPU
+    # (orchestrator.packing.make_packs).
     pack: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
     resources: ResourcesSpec = ResourcesSpec()
     stop: StopRule = StopRule()
