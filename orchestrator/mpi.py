@@ -46,13 +46,37 @@ class MPIContext(TrialContext):
 
 
 def single_point(spec: ExperimentSpec) -> tuple[dict[str, Any], int]:
-    """(config, seed) of a spec without search dimensions."""
-    dims = [space.dotted(p) for p, _ in space.domains(spec.parsed_space())]
+    """(config, seed) of a spec without search dimensions (a grid of one value is that value:
+    a ``{runs: …}`` query that found one run, say)."""
+    parsed = spec.parsed_space()
+    dims = [
+        space.dotted(p)
+        for p, d in space.domains(parsed)
+        if not (d.kind == "grid" and len(d.values) == 1)
+    ]
     if dims:
         raise ConfigError(
             f"train runs one configuration; fix {', '.join(dims)} with --set (or use sweep)"
         )
-    return spec.config, int(spec.seed)
+    point = space.substitute(parsed)
+    return point["config"], int(point["seed"])
+
+
+def check_rank_devices(spec: ExperimentSpec, local_rank: int) -> None:
+    """A rank whose spec asks for GPUs needs its own CUDA device on its node (it would
+    otherwise train on the CPU without a word)."""
+    res = spec.resources
+    field = "resources.gpus_per_worker" if res.distributed else "resources.gpus"
+    wanted = res.gpus_per_worker if res.distributed else res.gpus
+    if not wanted:
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if local_rank >= count:
+        raise ConfigError(
+            f"{field}: rank {local_rank} on {socket.gethostname()} asks for a GPU; this node has "
+            f"{count} CUDA device{'s' if count != 1 else ''}. Start at most {count} ranks per "
+            f"node, or train on the CPU with --set {field}=0"
+        )
 
 
 def _rendezvous(comm) -> tuple[str, int]:
@@ -73,6 +97,14 @@ def train_mpi(config_path: str, overrides: list[str], tracking_uri: str | None =
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
     spec = load_spec(config_path, overrides)
+    # The driver's checks, as `dynsweep sweep` makes them (orchestrator.sweep): the store can
+    # be reached, `{runs: …}` queries and `run:` references are answered (on every rank: the
+    # artifacts are downloaded where that rank runs), this node has the GPUs asked for.
+    from orchestrator.sweep import resolve_config
+
+    uri = tracking.tracking_uri(tracking_uri, spec.tracking.uri)
+    tracking.check_reachable(uri)
+    spec = resolve_config(spec, uri)
     config, seed = single_point(spec)
     cls = get_trainer_class(spec.trainer)
     if size > 1 and not cls.distributed:
@@ -81,6 +113,7 @@ def train_mpi(config_path: str, overrides: list[str], tracking_uri: str | None =
         )
     trainer_config = cls.Config.model_validate(config)
     local_rank = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+    check_rank_devices(spec, local_rank)
     host, port = _rendezvous(comm)
     os.environ.update(
         MASTER_ADDR=host,
@@ -94,7 +127,6 @@ def train_mpi(config_path: str, overrides: list[str], tracking_uri: str | None =
     if size > 1:
         torch.distributed.init_process_group("nccl" if gpu else "gloo", rank=rank, world_size=size)
 
-    uri = tracking.tracking_uri(tracking_uri, spec.tracking.uri)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = Path(spec.storage).resolve() / f"{spec.name}-mpi-{stamp}"
     run, parent, header = None, None, None

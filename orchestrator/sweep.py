@@ -220,7 +220,7 @@ def run(
     check_local(spec, address)  # GPUs this machine lacks: refused before anything starts
     uri = tracking.tracking_uri(tracking_uri, spec.tracking.uri)
     tracking.check_reachable(uri)
-    spec = _with_references(_with_runs(spec, uri), uri)
+    spec = resolve_config(spec, uri)
     prepare_data(spec)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = SweepFolder.at(spec.storage).child(f"{spec.name}-{stamp}")
@@ -258,6 +258,13 @@ def run(
     )
     _write_manifest(folder, setup)
     return _execute(setup, folder, restore=False, after=after)
+
+
+def resolve_config(spec: ExperimentSpec, uri: str) -> ExperimentSpec:
+    """The spec with its config's ``{runs: …}`` queries answered and ``run:ID/ARTIFACT``
+    references replaced by local paths (a chained stage's inputs), validated again; an
+    unanswerable query or a missing run is one error naming the field."""
+    return _with_references(_with_runs(spec, uri), uri)
 
 
 def _with_runs(spec: ExperimentSpec, uri: str) -> ExperimentSpec:

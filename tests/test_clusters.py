@@ -202,3 +202,51 @@ def test_a_server_started_as_kuberay_starts_it_answers_a_service_name_host(tmp_p
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+@pytest.mark.e2e
+def test_mpi_train_answers_references_before_training(workdir):
+    """`dynsweep train` (MPI) makes the driver's checks as `sweep` does: a `run:` reference and
+    a `{runs: …}` query in the config are answered with the artifact's local path, not handed
+    to the trainer as they are (nor refused by validation)."""
+    import torch
+
+    import tracking
+    from trainers.local import LocalContext
+    from trainers.loop import LoopConfig, StopRule, fit
+    from trainers.paths.trainer import PathsConfig, PathsTrainer
+
+    paths = PathsConfig(order=2, width=8, lr=0.02)
+    ctx = LocalContext(workdir / "path")
+    fit(PathsTrainer(paths), ctx, LoopConfig(eval_every=40), StopRule(iterations=40))
+    model = workdir / "model" / "model.pt"
+    model.parent.mkdir()
+    header = {"trainer": "paths", "config": paths.model_dump(mode="json"), "seed": 0}
+    torch.save({**header, "step": 40, "state": ctx.export}, model)
+    client = store(workdir)
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    exp = tracking.ensure_experiment(uri, "paths")
+    parent = tracking.start_sweep_run(uri, exp, "paths-sweep", {}, {})
+    run = client.create_run(exp, tags={"mlflow.parentRunId": parent}).info.run_id
+    client.log_artifact(run, str(model), "model")
+    client.set_terminated(run, "FINISHED")
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DYNSWEEP_TRAINERS": ""}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    sampler = {"chains": 2, "warmup": 10, "draws": 10}
+    for name, path_model in [
+        ("ref", f"run:{run}/model/model.pt"),
+        ("query", {"runs": {"experiment": "paths", "count": 1}}),  # a grid of the one run
+    ]:
+        cfg = workdir / f"{name}.yaml"
+        raw = {"name": name, "trainer": "subspace", "config": {"path_model": path_model, **sampler}}
+        cfg.write_text(yaml.safe_dump({**raw, "metric": "val/lppd", "stop": {"iterations": 40}}))
+        result = subprocess.run(
+            [sys.executable, "-m", "orchestrator.cli", "train", str(cfg)],
+            cwd=workdir, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        parents, children = sweep_runs(client, name)
+        assert [c.info.status for c in children] == ["FINISHED"], name
+        used = children[0].data.params["config.path_model"]
+        assert used.endswith("model.pt") and not used.startswith(("run:", "{")), used

@@ -127,3 +127,16 @@ def test_a_paths_members_footprint_counts_its_control_points_and_its_batch():
     assert small == 4 * (4 * 3 * params + activations)
     assert PathsTrainer.member_bytes(PathsConfig(order=4, width=16, dtype="float64")) > 2 * small
     assert PathsTrainer.member_bytes(PathsConfig(dataset="csv", csv_path="x.csv")) is None
+
+
+def test_an_mpi_rank_asking_for_a_gpu_its_node_lacks_is_refused(monkeypatch):
+    from orchestrator.mpi import check_rank_devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    spec = load_spec(raw={"name": "t", "trainer": "classifier", "resources": {"gpus": 1}})
+    check_rank_devices(spec, 1)  # ranks 0 and 1 each have a device
+    with pytest.raises(ConfigError, match=r"resources.gpus: rank 2 on .* this node has 2 CUDA"):
+        check_rank_devices(spec, 2)
+    cpu = load_spec(raw={"name": "t", "trainer": "classifier"})
+    check_rank_devices(cpu, 5)  # no GPU asked for: nothing to check
