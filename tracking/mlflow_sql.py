@@ -18,7 +18,7 @@ What it relies on, all checked by :func:`sql_store` before any use:
 - ``mlflow.utils.validation._validate_metric_name``, ``mlflow.utils.uri.append_to_uri_path``.
 
 MLflow's SQL schema has been stable since 2.x; pyproject pins the MLflow versions tested, and
-``tests/orchestrator/test_mlflow_parity.py`` checks that a run written here reads back through
+``tests/tracking/test_mlflow_parity.py`` checks that a run written here reads back through
 ``MlflowClient`` exactly like one MLflow wrote. When a piece is missing (an MLflow upgrade),
 :func:`sql_store` logs a WARNING — once per URI, with the reason and MLflow's version — and
 returns ``None``: callers then take the public client (``log_batch``, one run at a time), which
