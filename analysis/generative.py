@@ -72,15 +72,17 @@ def build_extractor(
     device: torch.device,
     dataset: str = "digits",
     data_dir: str = "data",
+    tracking_uri: str | None = None,
 ):
     """(module, cache name, resize function or None for clean-fid's 299×299 'clean' resize).
 
-    ``classifier``: a run id or ``model.pt`` of a dynsweep classifier run; ``None`` or
-    ``"auto"``: a classifier trained here once on ``dataset`` and cached."""
+    ``classifier``: a run id (in the store ``tracking_uri``) or ``model.pt`` of a dynsweep
+    classifier run; ``None`` or ``"auto"``: a classifier trained here once on ``dataset`` and
+    cached."""
     if name == "classifier":
         if classifier in (None, "auto"):
             classifier = str(auto_classifier(dataset, data_dir))
-        extractor = ClassifierFeatures(_load_model(classifier))
+        extractor = ClassifierFeatures(_load_model(classifier, tracking_uri))
         return extractor, extractor.name, lambda image: image
     if name != "inception":
         raise ValueError(f"extractor: expected 'inception' or 'classifier', got {name!r}")
@@ -113,14 +115,16 @@ def auto_classifier(dataset: str, data_dir: str, steps: int = 600) -> Path:
     return trained_classifier(config, steps, cache_dir() / "extractors", Path(data_dir))
 
 
-def _load_model(ref: str) -> dict[str, Any]:
+def _load_model(ref: str, tracking_uri: str | None = None) -> dict[str, Any]:
+    """A model file, or a run's ``model/model.pt`` from the store ``tracking_uri`` (the
+    sweep's, passed by the analysis runner; else ``MLFLOW_TRACKING_URI`` or ./mlflow.db)."""
     path = Path(ref)
     if not path.exists():
         from mlflow.tracking import MlflowClient
 
         from analysis.io import default_uri, local_artifact
 
-        path = local_artifact(MlflowClient(default_uri()), ref, "model/model.pt")
+        path = local_artifact(MlflowClient(tracking_uri or default_uri()), ref, "model/model.pt")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -237,9 +241,11 @@ class FID:
         seed: int = 0,
         data_dir: str = "data",
         device: str = "cpu",
+        tracking_uri: str | None = None,
     ) -> None:
         if samples < 2:
             raise ValueError("samples: FID needs at least 2 samples")
+        self.tracking_uri = tracking_uri  # where a classifier named by run id is found
         self.samples, self.extractor, self.classifier = samples, extractor, classifier
         self.mode, self.batch_size, self.seed, self.data_dir = mode, batch_size, seed, data_dir
         self.device = torch.device(device)
@@ -249,7 +255,7 @@ class FID:
             trainer = _diffusion(checkpoint, self.data_dir, Path(tmp), self.device)
         dataset = trainer.config.dataset
         extractor, name, resize = build_extractor(
-            self.extractor, self.classifier, self.device, dataset, self.data_dir
+            self.extractor, self.classifier, self.device, dataset, self.data_dir, self.tracking_uri
         )
         extractor = extractor.to(self.device)
         ref = reference_statistics(

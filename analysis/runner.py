@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,6 @@ def step_hash(spec) -> str:
 def load_input(kind: str, inputs, uri: str, run_id: str) -> tuple[Any, Any]:
     """(data, steps) of a step's input for one run."""
     if kind == "model":
-        os.environ["MLFLOW_TRACKING_URI"] = uri  # for steps that read other runs
         path = local_artifact(MlflowClient(uri), run_id, "model/model.pt")
         return torch.load(path, map_location="cpu", weights_only=True), None
     if kind == "trajectory":
@@ -80,8 +79,13 @@ def _fit_one(step: str, params: dict[str, Any], inputs, uri: str, run_id: str):
         extra = {"steps": steps} if "steps" in inspect.signature(fit).parameters else {}
         result = fit(data, **extra)
         return result.metrics, result.tables, result.figures, None
-    except Exception as exc:  # reported per run; the other runs go on
-        return {}, {}, {}, f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # reported per run (with its traceback); the other runs go on
+        return (
+            {},
+            {},
+            {"traceback.txt": traceback.format_exc().encode()},
+            f"{type(exc).__name__}: {exc}",
+        )
 
 
 def analyze(
@@ -117,7 +121,7 @@ def analyze(
                     AnalysisOutcome(run.info.run_id, run.info.run_name, name, kept, skipped=True)
                 )
                 continue
-            params, uses_model = _params(spec, data_dir, gpus)
+            params, uses_model = _params(spec, data_dir, gpus, uri)
             remote = on_device if uses_model else task
             ref = remote.remote(spec.step, params, spec.input, uri, run.info.run_id)
             pending[ref] = (run, name, digest)
@@ -128,6 +132,8 @@ def analyze(
             metrics, tables, figures, error = ray.get(ready[0])
             if error is None:
                 tracking.log_analysis(uri, run.info.run_id, name, metrics, tables, figures, digest)
+            else:  # the traceback where the user finds it: analysis/<step>/traceback.txt
+                tracking.log_analysis_error(uri, run.info.run_id, name, error, figures)
             outcomes.append(
                 AnalysisOutcome(run.info.run_id, run.info.run_name, name, metrics, error)
             )
@@ -145,7 +151,9 @@ def _summarise(uri: str, parent, experiment: str) -> None:
         tracking.log_sweep_analysis(uri, parent.info.run_id, csv_text, figures)
 
 
-def _params(spec, data_dir: str | None, gpus: float = 0.0) -> tuple[dict[str, Any], bool]:
+def _params(
+    spec, data_dir: str | None, gpus: float = 0.0, uri: str | None = None
+) -> tuple[dict[str, Any], bool]:
     """The step's parameters, with ``data_dir`` and (steps that run a model) ``device``
     filled in unless given; and whether the step's task needs the analysis GPUs."""
     params = dict(spec.params)
@@ -153,6 +161,8 @@ def _params(spec, data_dir: str | None, gpus: float = 0.0) -> tuple[dict[str, An
     accepted = inspect.signature(cls).parameters
     if data_dir and "data_dir" in accepted:
         params.setdefault("data_dir", str(Path(data_dir).resolve()))
+    if uri and "tracking_uri" in accepted:  # steps that read other runs (fid's classifier)
+        params.setdefault("tracking_uri", uri)
     uses_model = getattr(cls, "input_kind", "metric") == "model" and "device" in accepted
     if uses_model:
         params.setdefault("device", device_for(gpus))

@@ -74,7 +74,9 @@ def _print_analysis(outcomes, shown_metrics: int = 6) -> None:
     print("plots against each hyperparameter on its parent run, under analysis/):")
     for o in outcomes:
         items = list(o.metrics.items())
-        shown = o.error or "  ".join(f"{k} = {v:.4g}" for k, v in items[:shown_metrics])
+        shown = "  ".join(f"{k} = {v:.4g}" for k, v in items[:shown_metrics])
+        if o.error:
+            shown = f"{o.error}  (traceback: the run's analysis/{o.step}/traceback.txt)"
         more = f"  (+{len(items) - shown_metrics} more)" if len(items) > shown_metrics else ""
         kept = " (kept: same step config)" if o.skipped else ""
         print(f"  {o.run_name:<40} {o.step:<8} {shown}{more}{kept}")

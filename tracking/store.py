@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from dynsweep import __version__
 from dynsweep.errors import ConfigError
 from tracking import tags as tag
-from tracking.secrets import redact_obj, redact_values
+from tracking.secrets import redact, redact_obj, redact_values
 
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
 TRIAL_TAG, STEP_TAG, ERROR_TAG = tag.TRIAL, tag.LOGGED_STEP, tag.ERROR
@@ -258,6 +258,18 @@ def log_analysis(
     _log_files(client, run_id, f"analysis/{step}", figures or {})
     if digest is not None:
         set_tags(client, run_id, {analysis_tag(step): digest})
+
+
+def log_analysis_error(
+    uri: str, run_id: str, step: str, error: str, files: dict[str, bytes] | None = None
+) -> None:
+    """An analysis step that failed on a run: its message in the tag
+    ``dynsweep.analysis.<step>.error`` and its traceback as ``analysis/<step>/traceback.txt``
+    (the run itself keeps its status: the training finished)."""
+    client = MlflowClient(uri)
+    set_tags(client, run_id, {f"{analysis_tag(step)}.error": error})
+    texts = {name: redact(data.decode()).encode() for name, data in (files or {}).items()}
+    _log_files(client, run_id, f"analysis/{step}", texts)
 
 
 def log_sweep_analysis(uri: str, run_id: str, csv_text: str, figures: dict[str, bytes]) -> None:
