@@ -27,6 +27,7 @@ rows as table ``field`` (j, r, u) for figures.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -46,21 +47,38 @@ def dataset_field(
     eigenimages: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(u, radii): u(j, r) of the dataset's training images (all of them unless ``images``),
-    every eigenimage unless ``eigenimages``; float64."""
-    from trainers.autoencoder import spectra
-    from trainers.data import load_dataset
+    every eigenimage unless ``eigenimages``; float64. The eigenimages' spectra are cached in
+    ``data_dir/spectra`` (every trial of a sweep asks for the same)."""
+    import torch
 
-    (x, _), _ = load_dataset(dataset, Path(data_dir), 0.2, 0)
-    x = x[:images] if images else x
-    k = min(eigenimages or x[0].numel(), len(x), x[0].numel())
+    from trainers.autoencoder import spectra
+
+    ffts = _eigen_spectra(dataset, Path(data_dir), images)
+    k = min(eigenimages or len(ffts), len(ffts))
     config = spectra.SpectraConfig(
         eigenimages=k, p=p, half_width=half_width, radius_mult=radius_mult
     )
-    masks = spectra.ring_masks(tuple(x.shape[-2:]), config)
-    eig = spectra.eigenimages(x.double(), k)
-    u = spectra.ring_integrals(spectra.centred_fft(eig), masks)
-    radii = spectra.ring_radii(tuple(x.shape[-2:]), config)
-    return u.numpy(), radii.numpy()
+    shape = tuple(ffts.shape[-2:])
+    u = spectra.ring_integrals(torch.from_numpy(ffts[:k]), spectra.ring_masks(shape, config))
+    return u.numpy(), spectra.ring_radii(shape, config).numpy()
+
+
+def _eigen_spectra(dataset: str, data_dir: Path, images: int | None) -> np.ndarray:
+    """Centred |FFT2| / H of every eigenimage of the dataset's training images (k×H×W)."""
+    from trainers.autoencoder import spectra
+    from trainers.data import load_dataset
+
+    path = data_dir / "spectra" / f"{dataset}-eigen-spectra-{images or 'all'}.npy"
+    if path.exists():
+        return np.load(path)
+    (x, _), _ = load_dataset(dataset, data_dir, 0.2, 0)
+    x = x[:images] if images else x
+    ffts = spectra.centred_fft(spectra.eigenimages(x.double(), x[0].numel())).numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, ffts)
+    tmp.replace(path)
+    return ffts
 
 
 def moving_average(u: np.ndarray, n: int) -> np.ndarray:

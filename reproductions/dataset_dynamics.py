@@ -68,7 +68,7 @@ def _runs(uri: str):
 def pde_coefficients(run) -> dict[int, dict[str, float]]:
     """{number of terms: {term: coefficient}} from a run's ``dataset_pde`` metrics."""
     out: dict[int, dict[str, float]] = {}
-    prefix = "analysis/dataset_pde/coef/"
+    prefix = "analysis/pde/coef/"
     for key, value in run.data.metrics.items():
         if key.startswith(prefix):
             n, term = key[len(prefix) :].split("/", 1)
@@ -227,7 +227,7 @@ def _field(run, uri: str) -> dict | None:
     from analysis.io import local_artifact
 
     try:
-        path = local_artifact(MlflowClient(uri), run.info.run_id, "analysis/dataset_pde/field.json")
+        path = local_artifact(MlflowClient(uri), run.info.run_id, "analysis/pde/field.json")
     except Exception:
         return None
     return json.loads(Path(path).read_text())

@@ -18,10 +18,10 @@ def test_the_pde_table_sets_each_term_beside_the_originals():
     class Run:
         class data:  # noqa: N801 - the shape of an MLflow run
             metrics = {
-                "analysis/dataset_pde/coef/2_terms/uu_x": -6.0,
-                "analysis/dataset_pde/coef/2_terms/u2u_x": 11.0,
-                "analysis/dataset_pde/coef/8_terms/u_xx": 0.2,
-                "analysis/dataset_pde/terms_found": 2.0,
+                "analysis/pde/coef/2_terms/uu_x": -6.0,
+                "analysis/pde/coef/2_terms/u2u_x": 11.0,
+                "analysis/pde/coef/8_terms/u_xx": 0.2,
+                "analysis/pde/terms_found": 2.0,
             }
 
     ours = report.pde_coefficients(Run)

@@ -88,6 +88,12 @@ def test_the_digits_field_and_its_pde_end_to_end(tmp_path):
     assert u.shape == (64, len(radii)) and (u >= 0).all()
     # eigenimage 0 of non-negative images carries the mean: most of its energy at r = 1
     assert u[0].argmax() == 0
+    cached = tmp_path / "spectra" / "digits-eigen-spectra-all.npy"
+    assert cached.exists()  # the eigen-spectra are kept for the next trial, and read back
+    np.save(cached, np.load(cached) * 2)
+    twice, _ = dataset_field("digits", tmp_path, p=2.0, half_width=0.5)
+    np.testing.assert_allclose(twice, 2 * u)
+    np.save(cached, np.load(cached) / 2)
     step = DatasetPDE(
         dataset="digits", data_dir=str(tmp_path), p=2.0, half_width=0.5, start=2, stop=40,
         derivative_order=1, thresholds=(0.01, 500.0),
