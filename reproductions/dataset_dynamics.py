@@ -17,6 +17,10 @@ error at the end of training, the original's "MSE per eigenimage" plot; the data
 u(j, r)).
 
     python -m reproductions.dataset_dynamics [--tracking-uri URI] [--figures DIR]
+        [--budget-experiment fashion_mnist_dataset_dynamics_budget]
+
+(c) with ``--budget-experiment``: the frames every 20 epochs of a longer run of one bottleneck
+    (the same config with ``--set name=… --set stop.iterations=…``).
 """
 
 from __future__ import annotations
@@ -56,12 +60,12 @@ ORIGINAL_PDE = {
 }  # fmt: skip
 
 
-def _runs(uri: str):
+def _runs(uri: str, experiment: str = EXPERIMENT):
     from analysis.io import find_runs
 
-    runs = find_runs(EXPERIMENT, status="FINISHED", uri=uri)
+    runs = find_runs(experiment, status="FINISHED", uri=uri)
     if not runs:
-        raise SystemExit(f"no finished run of {EXPERIMENT!r} in {uri}")
+        raise SystemExit(f"no finished run of {experiment!r} in {uri}")
     return sorted(runs, key=lambda r: int(float(r.data.params["config.model.bottleneck"])))
 
 
@@ -107,12 +111,12 @@ def _num(value, found: bool, missing: str = "not found") -> str:
     return "0" if found else missing
 
 
-def frame_rows(uri: str) -> list[dict]:
+def frame_rows(uri: str, experiment: str = EXPERIMENT) -> list[dict]:
     """Per run: bottleneck, final frames, loss, and when the frames last moved."""
     from analysis.io import metric_history
 
     rows = []
-    for run in _runs(uri):
+    for run in _runs(uri, experiment):
         b = int(float(run.data.params["config.model.bottleneck"]))
         row = {"b": b, "run": run.info.run_id}
         for key in ("val/transition_frame", "val/rank", "val/loss"):
@@ -147,6 +151,24 @@ def frame_table(rows: list[dict]) -> list[str]:
             f"{_settled(rank_s, rank):.0f} | {tf[-1]:.0f} | {_settled(tf_s, tf):.0f} | "
             f"{ORIGINAL_LOSS.get(b, float('nan')):.4f} | {loss:.4f} |"
         )
+    return lines
+
+
+def budget_table(rows: list[dict], every: int = 20) -> list[str]:
+    """The frames and the loss every ``every`` epochs of a longer run (the budget check)."""
+    lines = [
+        "| b | epoch | rank frame | fft-error frame | `val/loss` |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        steps = row["val/rank"][0]
+        epochs = steps / STEPS_PER_EPOCH
+        for target in range(every, int(epochs.max()) + 1, every):
+            i = int(np.argmin(np.abs(epochs - target)))
+            lines.append(
+                f"| {row['b']} | {epochs[i]:.0f} | {row['val/rank'][1][i]:.0f} | "
+                f"{row['val/transition_frame'][1][i]:.0f} | {row['val/loss'][1][i]:.4f} |"
+            )
     return lines
 
 
@@ -237,6 +259,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
     parser.add_argument("--figures", default="docs/figures", type=Path)
+    parser.add_argument(
+        "--budget-experiment",
+        help="also print the frames over a longer run of this experiment (the budget check)",
+    )
     args = parser.parse_args(argv)
     uri = args.tracking_uri
     runs = _runs(uri)
@@ -249,6 +275,9 @@ def main(argv: list[str] | None = None) -> None:
     print(figure_frames(rows, args.figures / "ae_fmnist_transition_frame.png"))
     field = _field(runs[0], uri)
     print(figure_errors(rows, uri, field, args.figures / "ae_fmnist_spectral_error.png"))
+    if args.budget_experiment:
+        print("\n(c) The frames over a longer training (budget check)\n")
+        print("\n".join(budget_table(frame_rows(uri, args.budget_experiment))))
 
 
 if __name__ == "__main__":

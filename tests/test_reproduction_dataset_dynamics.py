@@ -32,3 +32,17 @@ def test_the_pde_table_sets_each_term_beside_the_originals():
     assert "| 3 | uu_x | -8.13788 | not found | — |" in lines  # no 3-term model of ours
     assert "| 8 | u_xx | — | 0.20000 | — |" in lines  # the original has no 8-term model
     assert "| 2 | u^2u_xx | — |" not in " ".join(lines)  # a term neither 2-term model has
+
+
+def test_the_budget_table_samples_every_twenty_epochs():
+    steps = np.arange(1, 91) * 938  # an evaluation every 2 epochs, to epoch 180
+    row = {
+        "b": 36,
+        "val/rank": (steps, np.full(90, 37.0)),
+        "val/transition_frame": (steps, np.arange(90.0)),
+        "val/loss": (steps, np.linspace(0.02, 0.01, 90)),
+    }
+    lines = report.budget_table([row])
+    assert len(lines) == 2 + 9  # epochs 20, 40, …, 180
+    assert lines[2] == "| 36 | 20 | 37 | 9 | 0.0190 |"  # epoch 20 = the 10th evaluation
+    assert lines[-1].startswith("| 36 | 180 | 37 | 89 |")
