@@ -99,8 +99,10 @@ def pde_table(ours: dict[int, dict[str, float]]) -> list[str]:
 
 
 def _term_order(term: str) -> tuple[int, int, str]:
-    derivative = term.count("x")
-    return derivative, term.count("u"), term
+    """1, u, u^2, u_x, uu_x, u^2u_x, u_xx, …: by derivative, then power of u."""
+    head, _, derivative = term.partition("_")
+    power = 0 if head in ("1", "") else (2 if "^2" in head else len(head))
+    return len(derivative), power, term
 
 
 def _num(value, found: bool, missing: str = "not found") -> str:
@@ -230,13 +232,17 @@ def figure_errors(rows: list[dict], uri: str, field: dict | None, path: Path) ->
         nj, nr = int(j.max()) + 1, len(np.unique(r))
         grid = u.reshape(nj, nr)[:200]
         image = right.imshow(
-            grid, aspect="auto", origin="lower", extent=(r.min() - 0.5, r.max() + 0.5, 0, 200)
+            grid,
+            aspect="auto",
+            origin="lower",
+            extent=(r.min() - 0.5, r.max() + 0.5, 0, 200),
+            norm=matplotlib.colors.LogNorm(),
         )
         right.axhline(15, color="w", lw=0.6)
         right.axhline(150, color="w", lw=0.6)
         fig.colorbar(image, ax=right)
         right.set(xlabel="ring radius r", ylabel="eigen-index j (PDE time)")
-        right.set_title("the dataset's field u(j, r) (PDE fit on j = 15…149)", fontsize=10)
+        right.set_title("the dataset's field u(j, r), log scale (PDE fit: j = 15…149)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
