@@ -99,9 +99,10 @@ def pde_table(ours: dict[int, dict[str, float]]) -> list[str]:
 
 
 def _term_order(term: str) -> tuple[int, int, str]:
-    """1, u, u^2, u_x, uu_x, u^2u_x, u_xx, …: by derivative, then power of u."""
+    """1, u, u^2, u_x, uu_x, u^2u_x, u_xx, …: by derivative, then the power of u before it."""
     head, _, derivative = term.partition("_")
-    power = 0 if head in ("1", "") else (2 if "^2" in head else len(head))
+    factor = head[:-1] if derivative else head  # u^2u_x: u^2 times the derivative of u
+    power = {"": 0, "1": 0, "u": 1, "u^2": 2}.get(factor, 3)
     return len(derivative), power, term
 
 
