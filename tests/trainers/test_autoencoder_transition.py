@@ -67,7 +67,7 @@ def test_the_trainer_reports_the_fft_frame_and_the_rank(tmp_path):
         }
     )
     ctx = LocalContext(tmp_path / "run", data_dir=tmp_path / "data")
-    fit(AutoencoderTrainer(cfg), ctx, LoopConfig(eval_every=50), StopRule(iterations=100))
+    fit(AutoencoderTrainer(cfg), ctx, LoopConfig(eval_every=30), StopRule(iterations=60))
     last = [m for _, m in ctx.metrics if "val/rank" in m][-1]
     # [64, 4, 64] with a ReLU after the bottleneck: an affine image of at most 4 dimensions
     assert 1 <= last["val/rank"] <= 5
