@@ -16,6 +16,7 @@ ANALYSIS_STEPS: dict[str, str] = {
     "ccm": "analysis.edm:CrossMapping",
     "sindy": "analysis.sindy:SINDy",
     "pdefind": "analysis.sindy:PDEFind",
+    "dataset_pde": "analysis.dataset_pde:DatasetPDE",
     "weight_pca": "analysis.spectra:WeightPCA",
     "koopman_spectrum": "analysis.spectra:KoopmanSpectrum",
     "fid": "analysis.generative:FID",

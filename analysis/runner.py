@@ -2,7 +2,8 @@
 
 Each task reads its input back from MLflow — one metric history, several aligned on their
 common steps, a recorded trajectory (steps with ``input_kind = "trajectory"``) or the run's
-final model (``input_kind = "model"``) — and fits one step. The driver writes each result to
+final model (``input_kind = "model"``), or nothing (``input_kind = "dataset"``: the step reads
+the dataset its params name) — and fits one step. The driver writes each result to
 its run through :mod:`tracking` (the one MLflow writer): ``analysis/<name>/<metric>``
 metrics, a JSON artifact per table, PNG figures, and a tag holding the hash of the step's
 configuration, so that re-running skips what exists (unless ``force``). At the end the parent
@@ -56,6 +57,8 @@ def load_input(kind: str, inputs, uri: str, run_id: str) -> tuple[Any, Any]:
     if kind == "model":
         path = local_artifact(MlflowClient(uri), run_id, "model/model.pt")
         return torch.load(path, map_location="cpu", weights_only=True), None
+    if kind == "dataset":  # the step reads the dataset itself (its params name it)
+        return None, None
     if kind == "trajectory":
         name = inputs if isinstance(inputs, str) else inputs[0]
         trajectory = load_trajectory(run_id, name, uri=uri)

@@ -32,11 +32,24 @@ class SpectraConfig(TrainerConfig):
 
 def eigenimages(x: torch.Tensor, k: int, center: bool = False) -> torch.Tensor:
     """The ``k`` leading right-singular vectors of the flattened images, as k×H×W (C = 1)."""
+    return singular(x, k, center)[1]
+
+
+def singular(x: torch.Tensor, k: int, center: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(all singular values, float64; the ``k`` leading eigenimages, k×H×W in x's dtype) of
+    the flattened images."""
     flat = x.reshape(len(x), -1).double()
     if center:
         flat = flat - flat.mean(0)
-    _, _, vh = torch.linalg.svd(flat, full_matrices=False)
-    return vh[:k].reshape(-1, *x.shape[-2:]).to(x.dtype)
+    _, s, vh = torch.linalg.svd(flat, full_matrices=False)
+    return s, vh[:k].reshape(-1, *x.shape[-2:]).to(x.dtype)
+
+
+def numerical_rank(s: torch.Tensor, tol: float) -> int:
+    """How many singular values exceed ``tol`` × the largest: the first eigen-index beyond it
+    is an arbitrary vector of the null space (for an MLP autoencoder's reconstructions, at
+    most bottleneck + 1: a bottleneck-dimensional affine image)."""
+    return int((s > tol * s[0]).sum()) if len(s) and s[0] > 0 else 0
 
 
 def centred_fft(images: torch.Tensor) -> torch.Tensor:
@@ -88,6 +101,13 @@ def field(x: torch.Tensor, config: SpectraConfig, masks: torch.Tensor) -> torch.
     """u(j, r) of a set of images (N×1×H×W): eigenimages → centred |FFT| → rings."""
     eig = eigenimages(x, min(config.eigenimages, len(x), x[0].numel()), config.center)
     return ring_integrals(centred_fft(eig), masks)
+
+
+def fft_error(ours: torch.Tensor, theirs: torch.Tensor) -> torch.Tensor:
+    """Per eigenimage, the squared difference of two k×H×W centred |FFT2| / H, summed over
+    the frequencies: the original's ``generate_fft_mse_pdf`` MSE (its mean) times H·W. A unit
+    eigenimage has Σ (|F| / H)² = 1 (Parseval), so the error is relative to its energy."""
+    return ((ours - theirs) ** 2).sum((-2, -1))
 
 
 def transition_frame(error: torch.Tensor, threshold: float) -> int:

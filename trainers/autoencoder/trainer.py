@@ -6,7 +6,13 @@ the eigenimages of the reconstructed batch and of the original batch. Per evalua
 |FFT| / H → mean over each p-norm ring) compared with the dataset's own (computed once per
 dataset and cached): ``val/spectral_error`` (mean over eigen-indices of the relative L1 error),
 ``val/transition_frame`` (the first eigen-index whose error exceeds ``transition_threshold``),
-and ``val/sigma/<layer>``, each layer's spectral norm by power iteration.
+and ``val/sigma/<layer>``, each layer's spectral norm by power iteration. ``transition_error``
+picks the error: ``ring`` (relative L1 error of u(j, ·)) or ``fft`` (the original's
+``generate_fft_mse_pdf`` quantity: the squared difference of the two centred |FFT2| / H of
+eigenimage j, summed over the frequencies, i.e. its MSE × H·W; the dataset's eigenimage has
+spectral energy 1, so 0 = identical, about 1 = unrelated). ``val/rank``: the numerical rank of
+the reconstructions (singular values above ``rank_tol`` × the largest), where the
+reconstructions' eigenimages turn into arbitrary null-space vectors.
 
 Probes (record them with ``loop.record``): ``spectrum`` (u(j, r) of the reconstructions,
 k×R values, row-major: eigen-index j, then ring r), ``spectral_error`` (k values),
@@ -49,6 +55,8 @@ class AutoencoderConfig(TrainerConfig):
     spectral_lambda: float = Field(0.0, ge=0)
     spectra: SpectraConfig = SpectraConfig()
     transition_threshold: float = Field(0.5, gt=0)
+    transition_error: Literal["ring", "fft"] = "ring"
+    rank_tol: float = Field(1e-4, gt=0, lt=1)
     spectrum_images: int = Field(2000, ge=2)  # training images whose spectra are followed
 
     @model_validator(mode="before")
@@ -93,6 +101,7 @@ class AutoencoderTrainer(Trainer):
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.masks = spectra.ring_masks(tuple(xt.shape[-2:]), cfg.spectra).to(self.device)
         self.target = self._dataset_field(ctx.data_dir)
+        self.target_fft = self._fft_of(self.spectrum_x) if cfg.transition_error == "fft" else None
         self.vectors = {
             name: F.normalize(
                 torch.randn(w[0].numel(), generator=torch.Generator().manual_seed(i)), dim=0
@@ -146,14 +155,27 @@ class AutoencoderTrainer(Trainer):
         self.steps_done += 1
         return {"train/loss": loss.item()}
 
+    def _fft_of(self, x: torch.Tensor, keep: str | None = None) -> torch.Tensor:
+        """Centred |FFT2| / H of the leading eigenimages of ``x`` (k×H×W); ``keep`` caches
+        the numerical rank of ``x`` under that name."""
+        k = min(self.config.spectra.eigenimages, len(x), x[0].numel())
+        s, eig = spectra.singular(x, k, self.config.spectra.center)
+        if keep:
+            self._cache[keep] = spectra.numerical_rank(s, self.config.rank_tol)
+        return spectra.centred_fft(eig)
+
     @torch.no_grad()
     def _spectrum(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """u(j, r) of the reconstructions and its per-eigen-index relative error."""
+        """u(j, r) of the reconstructions and its per-eigen-index error (``transition_error``)."""
         if "spectrum" not in self._cache:
             self.model.eval()
-            u = spectra.field(self.model(self.spectrum_x), self.config.spectra, self.masks)
+            f = self._fft_of(self.model(self.spectrum_x), keep="rank")
+            u = spectra.ring_integrals(f, self.masks)
             k = min(len(u), len(self.target))
-            err = (u[:k] - self.target[:k]).abs().sum(1) / self.target[:k].abs().sum(1)
+            if self.target_fft is not None:
+                err = spectra.fft_error(f[:k], self.target_fft[:k])
+            else:
+                err = (u[:k] - self.target[:k]).abs().sum(1) / self.target[:k].abs().sum(1)
             self._cache["spectrum"], self._cache["error"] = u, err
         return self._cache["spectrum"], self._cache["error"]
 
@@ -170,6 +192,7 @@ class AutoencoderTrainer(Trainer):
         _, error = self._spectrum()
         self.error_history.append((self.steps_done, error.cpu().numpy()))
         metrics["val/spectral_error"] = float(error.mean())
+        metrics["val/rank"] = float(self._cache["rank"])
         metrics["val/transition_frame"] = float(
             spectra.transition_frame(error, self.config.transition_threshold)
         )
