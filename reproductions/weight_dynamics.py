@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -128,14 +129,24 @@ def analyse_run(run, uri: str) -> dict:
     return out
 
 
+EDM_EVERY = 5  # of the 10-step scores: EDM and S-map on every 50th step (S-map's cost)
+THETAS = (0, 0.5, 1, 2, 4, 8)
+
+
 def edm(series: dict) -> dict:
-    """EDM of each layer's PC1 (every 10 steps), and of its increments; CCM between layers."""
+    """EDM and S-map of each layer's PC1 (every 50 steps) and of its increments; CCM between
+    the layers (every 10 steps)."""
     pc1 = {orig: pcs[0] for orig, (_, pcs) in series.items()}
     out: dict = {"levels": {}, "increments": {}}
     for kind, data in (("levels", pc1), ("increments", {k: np.diff(v) for k, v in pc1.items()})):
         for orig, x in data.items():
-            e = EmbedDimension(max_E=10).fit(x).metrics
-            s = SMapNonlinearity(E=int(e["best_E"])).fit(x)
+            coarse = (
+                x[::EDM_EVERY]
+                if kind == "levels"
+                else np.add.reduceat(x, range(0, len(x), EDM_EVERY))
+            )
+            e = EmbedDimension(max_E=10).fit(coarse).metrics
+            s = SMapNonlinearity(E=int(e["best_E"]), thetas=THETAS).fit(coarse)
             out[kind][orig] = {**e, **s.metrics, "by_theta": s.tables["rho_by_theta"]}
         short = {k.split(".")[1]: v for k, v in data.items()}  # fc_layers.0.weight -> "0"
         ccm = CrossMapping(E=3, sample=20).fit({f"fc{k}": v for k, v in short.items()})
@@ -203,7 +214,7 @@ def print_tables(runs: list[dict]) -> None:
     row(f"{o2}: first 50 epoch snapshots", lambda r: fmt(r["nb01"][o2]))
     row("val accuracy per class (0–9)", lambda r: " ".join(f"{a:.2f}" for a in r["classes"]))
     for kind in ("levels", "increments"):
-        print(f"\nEDM of each layer's PC1 ({kind}, every 10 steps):\n")
+        print(f"\nEDM of each layer's PC1 ({kind}, every 50 steps):\n")
         print("| seed | layer | best E | simplex ρ | S-map ρ (θ = 0) | best θ | ρ gain |")
         print("|---|---|---|---|---|---|---|")
         for r in runs:
@@ -238,12 +249,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tracking-uri", default=None)
     parser.add_argument("--sweep", default=None, help="sweep run name or id (default: newest)")
     parser.add_argument("--figures", default="docs/figures", help="folder of the PNG figures")
+    parser.add_argument("--cache", default=None, help="pickle of the computed results (reused)")
     args = parser.parse_args(argv)
     uri = args.tracking_uri or default_uri()
     found = find_runs(EXPERIMENT, sweep=args.sweep, status="FINISHED", uri=uri)
     if not found:
         raise SystemExit(f"no finished runs of {EXPERIMENT!r} in {uri}")
-    runs = [analyse_run(run, uri) for run in found]
+    cache = Path(args.cache) if args.cache else None
+    if cache and cache.exists():
+        runs = pickle.loads(cache.read_bytes())
+    else:
+        runs = [analyse_run(run, uri) for run in found]
+        if cache:
+            cache.write_bytes(pickle.dumps(runs))
     print_tables(runs)
     from reproductions.weight_dynamics_figures import draw
 
