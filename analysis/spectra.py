@@ -20,7 +20,13 @@ class WeightPCA:
     (default: every one). Metrics per layer: ``<layer>/explained_<i>`` (variance ratios),
     ``<layer>/rank`` (components above ``rank_tol`` of the variance), ``<layer>/psd_peak`` (the
     frequency, in cycles per step, where PC1's power peaks) and ``<layer>/psd_slope`` (the
-    log-log slope of PC1's PSD: −2 for a random walk). Tables: ``explained``, ``psd``.
+    log-log slope of PC1's PSD: −2 for a random walk) and ``<layer>/pcs_for_<p>`` (the fewest
+    leading components that explain the fraction ``cumulative`` of the variance, e.g.
+    ``pcs_for_99`` for 0.99; NaN when the ``components`` fitted explain less). Tables:
+    ``explained``, ``psd`` and, with ``scores: m``, ``scores``: the trajectory's coordinates
+    on each layer's leading m components (``step``, ``<layer>/pc<i>``), every ``scores_every``
+    recorded step — series that ``EmbedDimension``, ``SMapNonlinearity`` and ``CrossMapping``
+    take. A component's sign is arbitrary (sklearn's SVD sign convention fixes it).
     """
 
     input_kind = "trajectory"
@@ -32,11 +38,19 @@ class WeightPCA:
         batch: int = 256,
         rank_tol: float = 0.01,
         nperseg: int = 256,
+        cumulative: float = 0.99,
+        scores: int = 0,
+        scores_every: int = 1,
     ):
         if components < 1 or batch < components:
             raise ValueError("components ≥ 1 and batch ≥ components expected")
+        if not 0 < cumulative <= 1:
+            raise ValueError("cumulative must lie in (0, 1]")
+        if scores < 0 or scores > components or scores_every < 1:
+            raise ValueError("0 ≤ scores ≤ components and scores_every ≥ 1 expected")
         self.components, self.layers, self.batch = components, layers, batch
-        self.rank_tol, self.nperseg = rank_tol, nperseg
+        self.rank_tol, self.nperseg, self.cumulative = rank_tol, nperseg, cumulative
+        self.scores, self.scores_every = scores, scores_every
 
     def fit(self, trajectory: Any) -> StepResult:
         from scipy.signal import welch
@@ -52,6 +66,9 @@ class WeightPCA:
         metrics: dict[str, float] = {}
         explained = {"layer": [], "component": [], "ratio": []}
         psd_table = {"layer": [], "frequency": [], "power": []}
+        every = slice(None, None, self.scores_every)
+        scores: dict[str, list] = {"step": steps[every].tolist()} if self.scores else {}
+        pct = f"{self.cumulative * 100:g}".replace(".", "_")
         for label in labels:
             block = trajectory.values.reshape(n_steps, -1)
             if label in trajectory.columns:
@@ -87,6 +104,10 @@ class WeightPCA:
                 explained["component"].append(i)
                 explained["ratio"].append(float(r))
             metrics[f"{label}/rank"] = float((ratios > self.rank_tol).sum())
+            reached = np.flatnonzero(np.cumsum(ratios) >= self.cumulative - 1e-12)
+            metrics[f"{label}/pcs_for_{pct}"] = float(reached[0] + 1) if len(reached) else np.nan
+            for i in range(min(self.scores, k)):
+                scores[f"{label}/pc{i + 1}"] = proj[every, i].tolist()
             metrics[f"{label}/psd_peak"] = (
                 float(freq[1:][np.argmax(power[1:])]) if len(freq) > 1 else 0.0
             )
@@ -94,7 +115,10 @@ class WeightPCA:
             psd_table["layer"] += [label] * len(freq)
             psd_table["frequency"] += freq.tolist()
             psd_table["power"] += power.tolist()
-        return StepResult(metrics, {"explained": explained, "psd": psd_table})
+        tables = {"explained": explained, "psd": psd_table}
+        if scores:
+            tables["scores"] = scores
+        return StepResult(metrics, tables)
 
 
 class KoopmanSpectrum:
