@@ -1,0 +1,1 @@
+"""Report scripts of the studies' reproductions: finished MLflow runs -> the study pages' tables and figures."""
