@@ -21,6 +21,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import torch
 
 EXPERIMENT = "ordered_mnist_koopman_repro"
 SOURCE = "ordered_mnist_torch.ipynb, cell 22 (plot)"
@@ -146,12 +147,66 @@ def figure(acc: dict, out: Path) -> Path:
     return out
 
 
+def oracle_spread(config_path: str, data_dir: str, seeds: list[int]) -> dict:
+    """The closed-form models (no training seed) evaluated with oracles trained from different
+    seeds (kooplearn's recipe otherwise; 42 is the sweep's own, cached): how much the
+    instrument alone moves the numbers. Returns {model: array len(seeds)×15}."""
+    import yaml
+
+    from trainers.koopman.models import train_oracle
+    from trainers.koopman.trainer import KoopmanConfig, KoopmanTrainer
+    from trainers.local import LocalContext
+
+    base = yaml.safe_load(Path(config_path).read_text())["config"]
+    trainers = {}
+    for model in ("linear", "classifier_features"):
+        trainer = KoopmanTrainer(KoopmanConfig.model_validate({**base, "model": model}))
+        trainer.setup(LocalContext(Path("dynsweep_runs/oracle_spread"), data_dir=Path(data_dir)))
+        trainers[model] = trainer
+    out: dict[str, list] = {}
+    (x, y), (xv, yv) = trainer.data["train"], trainer.data["val"]
+    for seed in seeds:
+        oracle = trainer.oracle  # seed 42: the cached one the sweep used
+        if seed != 42:
+            oracle = train_oracle(x, y, trainer.config.classes, seed=seed)
+        with torch.no_grad():
+            acc = float((oracle(xv).argmax(1) == yv).float().mean())
+        for model, t in trainers.items():
+            t.oracle = oracle
+            t.fit_operator()  # classifier features are the oracle's outputs
+            out.setdefault(model, []).append(t.rollout_accuracy())
+            print(f"{model} oracle seed {seed} (val acc {acc:.3f}):", end=" ")
+            print(" ".join(f"{a:.3f}" for a in out[model][-1]), flush=True)
+    return {m: np.array(v) for m, v in out.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracking-uri", default=None)
     parser.add_argument("--sweep", default=None, help="a sweep's run id or name (default: newest)")
     parser.add_argument("--out", default="docs/figures/koopman_ordered_mnist_repro.png")
+    parser.add_argument(
+        "--oracle-spread",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: the linear and classifier models under N oracles (seeds 42, 43, ...)",
+    )
+    parser.add_argument("--config", default="configs/ordered_mnist_koopman_repro.yaml")
+    parser.add_argument("--data-dir", default="data", help="where the MNIST test files are")
     args = parser.parse_args(argv)
+    if args.oracle_spread:
+        seeds = list(range(42, 42 + args.oracle_spread))
+        for model, runs in oracle_spread(args.config, args.data_dir, seeds).items():
+            print(
+                f"| {model} | "
+                + " | ".join(
+                    f"{m:.2f} ({lo:.2f}-{hi:.2f})"
+                    for m, lo, hi in zip(runs.mean(0), runs.min(0), runs.max(0))
+                )
+                + " |"
+            )
+        return
     acc, oracle, wall = collect(args.tracking_uri, args.sweep)
     print(table(acc))
     accs = [a for v in oracle.values() for a in v]
