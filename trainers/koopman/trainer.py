@@ -199,7 +199,7 @@ class KoopmanTrainer(Trainer):
         z = self.encoder(x if cfg.architecture == "cnn" else flat)
         if cfg.normalize and cfg.model != "dynamical_ae":
             z = nn.functional.normalize(z, dim=-1)
-        if lagged and self.head is not None:
+        if lagged and cfg.lagged_head:  # the head is the loss's, on the t + 1 side only
             z = self.head(z)
         if cfg.constant_feature and cfg.model != "dynamical_ae":
             z = torch.cat([z, torch.ones_like(z[:, :1])], 1)
