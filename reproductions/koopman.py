@@ -180,6 +180,41 @@ def oracle_spread(config_path: str, data_dir: str, seeds: list[int]) -> dict:
     return {m: np.array(v) for m, v in out.items()}
 
 
+EVALUATIONS = {  # name -> config changes at evaluation only (the trained networks are kept)
+    "kooplearn's (as run)": {},
+    "clipped to [0, 1]": {"clamp": True},
+    "latent rollout": {"rollout": "latent"},
+    "full-rank ridge, same-time readout": {"estimator": "ridge", "operator_rank": None},
+    "  ... and latent rollout": {"estimator": "ridge", "operator_rank": None, "rollout": "latent"},
+}
+
+
+def evaluation_ablation(run_id: str, uri: str | None, data_dir: str) -> dict[str, list[float]]:
+    """One finished run's trained networks, evaluated again under other evaluation settings
+    (``EVALUATIONS``): which part of kooplearn's evaluation protocol moves the numbers."""
+    from mlflow.tracking import MlflowClient
+
+    from analysis.io import default_uri, local_artifact
+    from trainers.koopman.trainer import KoopmanConfig, KoopmanTrainer
+    from trainers.local import LocalContext
+
+    client = MlflowClient(uri or default_uri())
+    saved = torch.load(local_artifact(client, run_id, "model/model.pt"), weights_only=False)
+    out = {}
+    for name, changes in EVALUATIONS.items():
+        cfg = KoopmanConfig.model_validate({**saved["config"], **changes})
+        trainer = KoopmanTrainer(cfg)
+        folder, seed = Path("dynsweep_runs/ablation"), saved["seed"]
+        trainer.setup(LocalContext(folder, seed=seed, data_dir=Path(data_dir)))
+        if "modules" in saved["state"]:
+            trainer.modules.load_state_dict(saved["state"]["modules"])
+            trainer.modules.eval()
+        trainer.fit_operator()
+        out[name] = trainer.rollout_accuracy()
+        print(f"| {name} | " + " | ".join(f"{a:.2f}" for a in out[name]) + " |", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracking-uri", default=None)
@@ -194,7 +229,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--config", default="configs/ordered_mnist_koopman_repro.yaml")
     parser.add_argument("--data-dir", default="data", help="where the MNIST test files are")
+    parser.add_argument(
+        "--ablate", metavar="RUN_ID", help="instead: re-evaluate a run under EVALUATIONS"
+    )
     args = parser.parse_args(argv)
+    if args.ablate:
+        evaluation_ablation(args.ablate, args.tracking_uri, args.data_dir)
+        return
     if args.oracle_spread:
         seeds = list(range(42, 42 + args.oracle_spread))
         for model, runs in oracle_spread(args.config, args.data_dir, seeds).items():
