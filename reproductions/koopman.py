@@ -75,24 +75,34 @@ ORIGINAL_ORACLE_VAL_ACC = 0.989  # cell 8: "EPOCH 20 ... 98.9% (val)"
 STEPS = 15
 
 
-def collect(uri: str | None, sweep: str | None = None) -> tuple[dict, dict, float | None]:
-    """({model: array seeds×15}, {model: [oracle val acc]}, the sweep's wall time in s)."""
-    from analysis.io import find_runs, find_sweep
+def collect(uri: str | None, sweeps: list[str] | None = None) -> tuple[dict, dict, dict]:
+    """({model: array seeds×15}, {model: [oracle val acc]}, {sweep name: wall time in s}) over
+    ``sweeps`` (names or ids; default: every finished sweep of the experiment); a (model, seed)
+    run twice counts once, the newest."""
+    from analysis.io import find_runs, find_sweep, find_sweeps
 
-    parent = find_sweep(EXPERIMENT, sweep, uri)
-    runs = find_runs(EXPERIMENT, parent.info.run_id, status="FINISHED", uri=uri)
-    acc: dict[str, list] = {m: [] for m in MODELS}
-    oracle: dict[str, list] = {m: [] for m in MODELS}
-    for run in runs:
-        model, metrics = run.data.params.get("config.model"), run.data.metrics
-        keys = [f"val/rollout_acc_{t:02d}" for t in range(1, STEPS + 1)]
-        if model in acc and all(k in metrics for k in keys):
-            acc[model].append([metrics[k] for k in keys])
-            if "val/oracle_acc" in metrics:
-                oracle[model].append(metrics["val/oracle_acc"])
-    info = parent.info
-    wall = (info.end_time - info.start_time) / 1000 if info.end_time else None
-    return {m: np.array(v) for m, v in acc.items() if v}, oracle, wall
+    if sweeps:
+        parents = [find_sweep(EXPERIMENT, s, uri) for s in sweeps]
+    else:
+        parents = [p for p in find_sweeps(EXPERIMENT, uri) if p.info.status == "FINISHED"]
+    keys = [f"val/rollout_acc_{t:02d}" for t in range(1, STEPS + 1)]
+    seen: dict[tuple, tuple] = {}
+    walls = {}
+    for parent in parents:  # newest first
+        info = parent.info
+        walls[info.run_name] = (info.end_time - info.start_time) / 1000 if info.end_time else None
+        for run in find_runs(EXPERIMENT, info.run_id, status="FINISHED", uri=uri):
+            params, metrics = run.data.params, run.data.metrics
+            key = (params.get("config.model"), params.get("seed"))
+            if key[0] in MODELS and key not in seen and all(k in metrics for k in keys):
+                seen[key] = ([metrics[k] for k in keys], metrics.get("val/oracle_acc"))
+    acc: dict[str, list] = {}
+    oracle: dict[str, list] = {}
+    for (model, _), (values, oracle_acc) in sorted(seen.items()):
+        acc.setdefault(model, []).append(values)
+        if oracle_acc is not None:
+            oracle.setdefault(model, []).append(oracle_acc)
+    return {m: np.array(v) for m, v in acc.items()}, oracle, walls
 
 
 def table(acc: dict) -> str:
@@ -218,7 +228,9 @@ def evaluation_ablation(run_id: str, uri: str | None, data_dir: str) -> dict[str
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracking-uri", default=None)
-    parser.add_argument("--sweep", default=None, help="a sweep's run id or name (default: newest)")
+    parser.add_argument(
+        "--sweep", nargs="*", help="sweeps' run ids or names (default: every finished sweep)"
+    )
     parser.add_argument("--out", default="docs/figures/koopman_ordered_mnist_repro.png")
     parser.add_argument(
         "--oracle-spread",
@@ -256,8 +268,8 @@ def main(argv: list[str] | None = None) -> None:
             f"\noracle accuracy on the val part: {np.mean(accs):.3f} (its own, trained once; "
             f"kooplearn's notebook: {ORIGINAL_ORACLE_VAL_ACC})"
         )
-    if wall is not None:
-        print(f"sweep wall time: {wall / 60:.1f} min")
+    for name, seconds in wall.items():
+        print(f"sweep {name}: wall time {seconds / 60:.1f} min" if seconds else f"{name}: running")
     print(f"figure: {figure(acc, Path(args.out))}")
 
 
