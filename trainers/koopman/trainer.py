@@ -146,6 +146,8 @@ class KoopmanTrainer(Trainer):
         self.oracle = net.to(self.device)
         d = self.data["train"][0][0].numel()
         self.params: list[nn.Parameter] = []
+        if cfg.oracle == "kooplearn":  # as its notebook: the seed set just before the networks
+            torch.manual_seed(ctx.seed)
         if cfg.model not in CLOSED_FORM:
             if cfg.architecture == "cnn":
                 self.encoder = CNNEncoder(cfg.latent_dim, self.shape[0], self.shape[-1])
