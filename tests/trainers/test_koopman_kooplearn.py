@@ -191,6 +191,11 @@ def test_repro_options_train_and_evaluate(
     trainer = KoopmanTrainer(KoopmanConfig(model=model, **REPRO))
     trainer.setup(LocalContext(tmp_path / "run", seed=0, data_dir=folder))
     assert any((oracle_cache / "oracles").iterdir()) and not (folder / "oracles").exists()
+    if model == "vamp":  # seeded just before the networks are built, as kooplearn's notebook
+        torch.manual_seed(0)
+        backbone, head = CNNEncoder(5, 1, 16), torch.nn.Linear(5, 5, bias=False)
+        params = list(backbone.parameters()) + [head.weight]
+        assert all(torch.equal(a, b) for a, b in zip(trainer.modules.parameters(), params))
     if model != "linear":
         assert trainer.steps_per_epoch == 4  # 29 pairs in batches of 8, the last short
         seen = torch.cat([trainer.batches.next() for _ in range(4)])
