@@ -135,7 +135,9 @@ def table(acc: dict) -> str:
             flag = " (> 10 %)" if abs(diff) > 0.1 * orig else ""
             source = SOURCE if t == 0 else "″"
             cell = f"{main[t]:.3f} ({what})"
-            if len(others) and what.startswith("seed"):
+            if len(others) == 1 and what.startswith("seed"):
+                cell += f"; seed {seeds}: {others[0, t]:.3f}"
+            elif len(others) and what.startswith("seed"):
                 cell += f"; seeds {seeds}: {others[:, t].mean():.3f} ± {others[:, t].std():.3f}"
             elif len(others) > 1:
                 cell += f" ± {others[:, t].std():.3f}"
@@ -167,7 +169,7 @@ def figure(acc: dict, out: Path) -> Path:
                 ax.fill_between(t, main - std, main + std, color=color, alpha=0.2, linewidth=0)
     ax.axhline(0.2, color="black", linestyle="--", label="Random")
     ax.plot([], [], color="gray", linestyle=":", label="kooplearn's notebook")
-    ax.plot([], [], color="gray", linestyle="--", linewidth=1, label="dynsweep, seeds 0-2 (mean)")
+    ax.plot([], [], color="gray", linestyle="--", linewidth=1, label="dynsweep, other seeds (mean)")
     ax.legend(frameon=False, bbox_to_anchor=(1, 1), fontsize=8)
     ax.margins(x=0)
     ax.set_ylim(0, 1.1)
