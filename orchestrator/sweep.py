@@ -164,7 +164,7 @@ def _execute(
     raising."""
     started = time.monotonic()
     uri, exp, parent = setup.uri, setup.experiment_id, setup.parent_run_id
-    status, error = "FAILED", "the driver stopped before the sweep ended"
+    status, error = "FAILED", None  # every path below sets both before `finally` reads them
     try:
         watch = PendingWatch(per_trial(setup.spec), setup.spec.resources.schedule_timeout_s)
         tuner = _tuner(setup, folder, restore, watch)  # an Optuna RDB storage connects here
