@@ -9,12 +9,20 @@
   original's ``elpd_test``); ``lppd_sum``: its sum over points (this project's earlier
   ``lppd``).
 - ``elpd_loo`` / ``p_loo``: PSIS-LOO (ArviZ, a sum over points) on the pointwise
-  log-likelihood of the training split, the data the posterior was conditioned on.
+  log-likelihood of the training split, the data the posterior was conditioned on. Its relative
+  efficiency r_eff (the length of the Pareto-smoothed tail) is the original's: the original calls
+  ``az.loo`` on a posterior group of every site numpyro's ``post_proc_fun`` returns, constrained
+  (lambda: ``t`` (1,), ``tube`` (k − 1,), ``scale``, ``varphi``; line: ``t``, ``scale``,
+  ``varphi``; varphi: ``varphi``, ``scale``; ``scale`` only where σ is sampled), so r_eff is the
+  mean over every element of every variable of ArviZ's ``ess(method="mean")``, divided by the
+  number of draws (1 for one chain), as in ``arviz.loo`` 0.18.0. It is computed here and passed
+  as ``reff``, so a later ArviZ cannot change it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 
@@ -26,35 +34,67 @@ def lppd(log_lik: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(ll, 0) - math.log(len(ll))
 
 
+def relative_efficiency(posterior: Mapping[str, torch.Tensor]) -> float:
+    """PSIS-LOO's r_eff as ``arviz.loo`` 0.18.0 computes it from a posterior group: the mean of
+    ``az.ess(method="mean")`` over every element of every variable, over chains × draws; 1.0 for
+    a single chain. ``posterior``: name → chains × draws × …"""
+    import arviz as az
+    import numpy as np
+
+    chains, draws = next(iter(posterior.values())).shape[:2]
+    if chains == 1:
+        return 1.0
+    data = az.from_dict(posterior={k: _numpy(v) for k, v in posterior.items()})
+    ess = az.ess(data, method="mean")
+    return float(
+        np.hstack([ess[v].values.flatten() for v in ess.data_vars]).mean() / (chains * draws)
+    )
+
+
+def _numpy(x: torch.Tensor):
+    return x.detach().cpu().double().numpy()
+
+
 def diagnostics(
-    phi: torch.Tensor,
+    posterior: Mapping[str, torch.Tensor] | torch.Tensor,
     log_lik_train: torch.Tensor,
     log_lik_test: torch.Tensor | None = None,
     q: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """R-hat, bulk ESS, LPPD and PSIS-LOO (see the module docstring).
 
-    ``phi``: chains × draws × K; ``log_lik_train`` (``log_lik_test``): chains × draws × n,
-    pointwise; ``q``: chains × draws × dim, the sampler's coordinates (default: ``phi``).
-    Without ``log_lik_test`` the LPPD is of the training split.
+    ``posterior``: name → chains × draws × …, the original's posterior group, constrained
+    (e.g. ``{"t": C×S×1, "tube": C×S×(k−1), "scale": C×S, "varphi": C×S×k}``); it must hold
+    ``"varphi"`` (φ, for R-hat and ESS). Every variable enters PSIS-LOO's r_eff. A tensor is read
+    as ``{"varphi": tensor}`` (r_eff from φ alone). ``log_lik_train`` (``log_lik_test``):
+    chains × draws × n, pointwise; ``q``: chains × draws × dim, the sampler's coordinates
+    (default: φ). Without ``log_lik_test`` the LPPD is of the training split.
     """
     import arviz as az
     import numpy as np
 
-    def as_numpy(x: torch.Tensor):
-        return x.detach().cpu().double().numpy()
+    if isinstance(posterior, torch.Tensor):
+        posterior = {"varphi": posterior}
+    if "varphi" not in posterior:
+        raise ValueError(f"posterior: needs 'varphi' (φ), got {sorted(posterior)}")
+    lead = tuple(log_lik_train.shape[:2])
+    for name, value in posterior.items():
+        if tuple(value.shape[:2]) != lead:
+            raise ValueError(
+                f"posterior[{name!r}]: chains × draws {tuple(value.shape[:2])} != the "
+                f"log-likelihood's {lead}"
+            )
+    phi = posterior["varphi"]
 
     def rhat_ess(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        data = az.from_dict(posterior={"x": as_numpy(x)})
+        data = az.from_dict(posterior={"x": _numpy(x)})
         rhat = az.rhat(data, var_names=["x"])["x"].values
         return rhat, az.ess(data, var_names=["x"], method="bulk")["x"].values
 
     rhat, ess = rhat_ess(phi)
     rhat_q, ess_q = (rhat, ess) if q is None else rhat_ess(q)
-    train = az.from_dict(
-        posterior={"x": as_numpy(phi)}, log_likelihood={"y": as_numpy(log_lik_train)}
-    )
-    loo = az.loo(train, pointwise=False)
+    train = az.from_dict(posterior={"x": _numpy(phi)}, log_likelihood={"y": _numpy(log_lik_train)})
+    loo = az.loo(train, pointwise=False, reff=relative_efficiency(posterior))
     pointwise = lppd(log_lik_train if log_lik_test is None else log_lik_test)
     return {
         "rhat_max": float(np.max(rhat)),
