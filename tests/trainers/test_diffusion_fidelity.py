@@ -194,3 +194,46 @@ def test_linear_maps_follow_the_forks_readme_formulas(name):
     x = torch.rand(K + 1, *SHAPE, generator=torch.Generator().manual_seed(6))
     expected = scale.float().reshape(-1, 1, 1, 1) * x
     assert torch.allclose(process(x, t.long()), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("levels, expected", [("below_K", {1, 2, 3}), ("all", {1, 2, 3, 4})])
+def test_training_draws_the_originals_levels(tmp_path, levels, expected):
+    """The original's loss draws k = randint(1, K), so 1..K−1 (K = 4 here); ``all`` is 1..K."""
+    trainer = DiffusionTrainer(DiffusionConfig.model_validate({**TINY, "train_levels": levels}))
+    trainer.setup(LocalContext(tmp_path))
+    drawn = trainer.draw_levels(10_000, torch.Generator().manual_seed(0))
+    assert set(drawn.tolist()) == expected
+    assert set(trainer.eval_k.tolist()) <= expected
+    seen: list[int] = []
+    loss = trainer.loss
+
+    def recording(model, x, k, eps):
+        seen.extend(k.tolist())
+        return loss(model, x, k, eps)
+
+    trainer.loss = recording
+    for _ in range(2):  # 2 batches of 64: every level appears
+        trainer.step()
+    assert set(seen) == expected
+
+
+def test_below_K_needs_two_levels():
+    with pytest.raises(ValueError, match="train_levels"):
+        DiffusionConfig.model_validate({**TINY, "forward": {"K": 1}})
+    assert DiffusionConfig.model_validate({**TINY, "forward": {"K": 1}, "train_levels": "all"})
+
+
+def test_sampling_starts_from_level_K():
+    """As the original's sampler: u_K = T(K) x (+ δ ε here), then f(·, k) for k = K..1."""
+    K, delta = 4, 0.01
+    forward = build_forward(ForwardConfig(name="constant_velocity", K=K), SHAPE)
+    seen: list[list[int]] = []
+
+    def model(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        seen.append(k.tolist())
+        return torch.zeros_like(u)
+
+    data = torch.full((6, *SHAPE), 10.0)  # T(k) x = 10 (1 − k/K): 0 only at k = K
+    out = sample(model, forward, data, 3, delta, generator=torch.Generator().manual_seed(0))
+    assert out.start.abs().max() < 6 * delta  # δ ε around T(K) x = 0, not T(K − 1) x = 2.5
+    assert seen == [[k] * 3 for k in range(K, 0, -1)]

@@ -1,10 +1,12 @@
 """The ``diffusion`` trainer: inverse heat dissipation and the linear forward-process family.
 
-Per step: draw k ∈ {1..K}, ũ = u_k + σ ε, predict u_{k−1} as ũ + f(ũ, k); loss = squared
-error summed over pixels, batch mean (``train/loss``), Adam with linear warmup, gradient-norm
-clipping and an EMA copy of the weights (decay min(ema, (1 + n)/(10 + n)) at update n, the
-original's warm-up; ``optimizer.ema_warmup: false`` keeps it at ``ema``). Per evaluation:
-``val/loss`` of the EMA model on a fixed validation batch with fixed levels and noise, and
+Per step: draw a level k per image (``train_levels``: ``below_K``, the default, k ∈ {1..K−1}
+as the original's ``randint(1, K)``; ``all``: k ∈ {1..K}), ũ = u_k + σ ε, predict u_{k−1} as
+ũ + f(ũ, k); loss = squared error summed over pixels, batch mean (``train/loss``), Adam
+with linear warmup, gradient-norm clipping and an EMA copy of the weights (decay
+min(ema, (1 + n)/(10 + n)) at update n, the original's warm-up; ``optimizer.ema_warmup:
+false`` keeps it at ``ema``). Per evaluation: ``val/loss`` of the EMA model on a fixed
+validation batch with fixed levels (drawn from the training levels) and noise, and
 (``elbo_images > 0``) the negative ELBO in bits per dimension (``val/elbo_bpd``; its prior
 term L_K by ``elbo_prior``, see :mod:`trainers.diffusion.elbo`). At the end: one sample grid
 per sampling mode.
@@ -53,9 +55,17 @@ class DiffusionConfig(TrainerConfig):
     compile: bool = False  # torch.compile the training forward pass
     samples: int = Field(36, ge=0)  # images per sample grid at the end (0: none)
     sample_modes: tuple[Mode, ...] = ("random",)
+    # levels k drawn for the loss: below_K = 1..K−1 (the original's randint(1, K); sampling
+    # still starts at K), all = 1..K (this trainer's earlier choice)
+    train_levels: Literal["below_K", "all"] = "below_K"
 
     @model_validator(mode="after")
     def _levels(self) -> DiffusionConfig:
+        if self.train_levels == "below_K" and self.forward.K < 2:
+            raise ValueError(
+                "train_levels 'below_K' draws k from 1..K−1, empty for forward.K = 1: "
+                "use forward.K ≥ 2 or train_levels: all"
+            )
         if len(self.model.mult) <= max(self.model.attention_levels, default=-1):
             raise ValueError(
                 f"model.attention_levels {self.model.attention_levels} name a level the U-Net "
@@ -98,7 +108,7 @@ class DiffusionTrainer(Trainer):
         self.generator = torch.Generator().manual_seed(ctx.seed + 1 + 7919 * self.parallel.rank)
         eval_gen = torch.Generator().manual_seed(ctx.seed + 2)
         n = min(cfg.eval_batch, len(self.val_x))
-        self.eval_k = torch.randint(1, cfg.forward.K + 1, (n,), generator=eval_gen)
+        self.eval_k = self.draw_levels(n, eval_gen)
         self.eval_noise = torch.randn(n, *shape, generator=eval_gen)
         self.batches = Batches(
             len(self.train_x), cfg.batch_size, ctx.seed + 3 + 7919 * self.parallel.rank
@@ -115,6 +125,11 @@ class DiffusionTrainer(Trainer):
     def steps_per_epoch(self) -> int:
         return len(self.batches)
 
+    def draw_levels(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` training levels k, uniform on 1..K−1 (``below_K``) or 1..K (``all``)."""
+        top = self.config.forward.K + (self.config.train_levels == "all")
+        return torch.randint(1, top, (n,), generator=generator)
+
     def _batch(self) -> torch.Tensor:
         return self.train_x[self.batches.next().to(self.device)]
 
@@ -129,7 +144,7 @@ class DiffusionTrainer(Trainer):
         cfg = self.config
         self.engine.module.train()
         x = self._batch()
-        k = torch.randint(1, cfg.forward.K + 1, (len(x),), generator=self.generator)
+        k = self.draw_levels(len(x), self.generator)
         eps = torch.randn(x.shape, generator=self.generator)
         lr = cfg.optimizer.lr * min(1.0, (self.steps + 1) / max(cfg.optimizer.warmup, 1))
         for group in self.engine.optimizer.param_groups:
