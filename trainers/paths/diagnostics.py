@@ -14,9 +14,9 @@
   ``az.loo`` on a posterior group of every site numpyro's ``post_proc_fun`` returns, constrained
   (lambda: ``t`` (1,), ``tube`` (k − 1,), ``scale``, ``varphi``; line: ``t``, ``scale``,
   ``varphi``; varphi: ``varphi``, ``scale``; ``scale`` only where σ is sampled), so r_eff is the
-  mean over every element of every variable of ArviZ's ``ess(method="mean")``, divided by the
-  number of draws (1 for one chain), as in ``arviz.loo`` 0.18.0. It is computed here and passed
-  as ``reff``, so a later ArviZ cannot change it.
+  mean over every element of every variable of ArviZ's ``ess(method="mean")``, divided by
+  chains × draws (r_eff = 1 for one chain), as in ``arviz.loo`` 0.18.0. It is computed here
+  and passed as ``reff``, so a later ArviZ cannot change it.
 """
 
 from __future__ import annotations
