@@ -138,7 +138,7 @@ def _trainer(path_model, **kwargs):
 
 
 def test_homo_noise_is_sampled_under_the_originals_lognormal_prior(path_model):
-    sampled = _trainer(path_model, space="varphi")
+    sampled = _trainer(path_model, space="varphi", starts="curve")
     fixed = _trainer(path_model, space="varphi", noise="fixed")
     assert sampled.dim == fixed.dim + 1
     phi = sampled.starts[0, :-1]
@@ -158,6 +158,22 @@ def test_homo_noise_is_sampled_under_the_originals_lognormal_prior(path_model):
     for start in sampled.starts:
         gap = (on_curve - sampled.space.weights(start[:-1])).norm(dim=1).min()
         assert float(gap) < 1e-3 * float(sampled.theta.norm())
+
+
+def test_original_starts_are_unconstrained_values_as_blackjax_receives_them(path_model):
+    """The original hands u ~ U(0, 1) to BlackJAX as t's unconstrained value (numpyro's
+    Uniform(-0.1, 1.1) site: t = -0.1 + 1.2 sigmoid(u)) and exp(log σ) as log σ."""
+    trainer = _trainer(path_model, space="lambda", chains=200)
+    u = trainer.starts[:, 0]
+    t = -0.1 + 1.2 * torch.sigmoid(u)
+    assert float(u.min()) > 0 and float(u.max()) < 1  # u itself is the uniform draw
+    assert 0.5 < float(t.min()) and float(t.max()) < -0.1 + 1.2 / (1 + math.exp(-1))
+    assert torch.all(trainer.starts[:, 1:-1] == 0)  # on the curve: tube 0
+    sigma = trainer.log_scale.exp()
+    assert torch.allclose(trainer.starts[:, -1], sigma.expand(200))  # σ₀ = exp(σ_learnt)
+    curve = _trainer(path_model, space="lambda", chains=200, starts="curve")
+    t_curve = -0.1 + 1.2 * torch.sigmoid(curve.starts[:, 0])
+    assert float(t_curve.min()) < 0.1 and float(t_curve.max()) > 0.9
 
 
 def test_fullspace_chains_start_from_trained_ensemble_members(path_model):

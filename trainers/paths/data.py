@@ -1,5 +1,6 @@
-"""Regression data of the paths study: the toy problem (generated), sklearn's diabetes, and
-UCI-style CSV files; 70/10/20 train/val/test splits, standardised with the training split."""
+"""Regression data of the paths study: the toy problem (generated), sklearn's diabetes,
+UCI-style CSV files (70/10/20 train/val/test splits, standardised with the training split) and
+the UCI sets the original ships (:func:`uci`: split and standardised as the original)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,33 @@ def csv_regression(path: str | Path, seed: int = 0) -> Splits:
         raise DataError(f"{path}: expected a table of numbers with ≥ 2 columns, no gaps")
     t = torch.tensor(data, dtype=torch.float32)
     return _split(t[:, :-1], t[:, -1:], seed)
+
+
+UCI = ("energy", "airfoil", "concrete", "yacht")
+UCI_DIR = Path(__file__).parent / "uci"
+
+
+def uci(name: str, seed: int = 0, folder: Path = UCI_DIR) -> Splits:
+    """A UCI set as the original (Dold et al., ``TabularLoader`` with ``normalize=True`` and
+    splits 0.7 / 0.1 / 0.2) prepares it: every column, the target too, standardised by the whole
+    file's mean and population standard deviation; the rows shuffled; the first
+    ``int(0.7 n)`` rows train, the rows up to ``int(0.8 n)`` validation, the rest test. The
+    shuffle is ``torch.randperm`` with ``seed`` (the original draws it with JAX's PRNG: the
+    same procedure, other permutations)."""
+    import numpy as np
+
+    path = Path(folder) / f"{name}.data"
+    if not path.exists():
+        raise DataError(f"dataset {name!r}: file {path} not found (expected one of {UCI})")
+    data = np.genfromtxt(path, delimiter=" ")
+    if data.ndim != 2 or data.shape[1] < 2 or np.isnan(data).any():
+        raise DataError(f"{path}: expected space-separated numbers, target last, no gaps")
+    t = torch.tensor(data, dtype=torch.float64)
+    t = ((t - t.mean(0)) / t.std(0, correction=0)).float()
+    t = t[torch.randperm(len(t), generator=torch.Generator().manual_seed(seed))]
+    a, b = int(len(t) * 0.7), int(len(t) * (0.7 + 0.1))
+    parts = {"train": t[:a], "val": t[a:b], "test": t[b:]}
+    return {k: (v[:, :-1], v[:, -1:]) for k, v in parts.items()}
 
 
 def _split(x: torch.Tensor, y: torch.Tensor, seed: int) -> Splits:

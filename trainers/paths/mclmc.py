@@ -7,8 +7,11 @@ chain dimension and each chain tunes its own L and step size (the original vmaps
 - Dynamics: the isokinetic (ESH) momentum update u ← normalise(e(1 − ζ)(1 + ζ + u·e(1 − ζ))
   + 2ζu), e = ∇log p / ‖∇log p‖, δ = ε b ‖∇log p‖ / (d − 1), ζ = e^(−δ), alternating with
   position updates x ← x + ε a u; the coefficients (b₁, a₁, b₂, a₁, b₁) of the minimal-norm
-  (McLachlan) integrator, or (½, 1, ½) for leapfrog. Then a partial momentum refresh
-  u ← normalise(u + ν z), ν = √((e^(2ε/L) − 1) / d).
+  (McLachlan) integrator, or (½, 1, ½) for leapfrog. Partial momentum refreshes
+  u ← normalise(u + ν z), ν = √((e^(2ε′/L) − 1) / d): ``refresh: split`` (BlackJAX 1.2.3, the
+  original's pin; ``with_isokinetic_maruyama``) refreshes with ε′ = ε/2 before the
+  deterministic step and again after it; ``refresh: after`` (BlackJAX ≤ 1.2.1) once after it,
+  with ε′ = ε.
 - Tuning, on ``tune_steps`` (the number of steps that will be run; fractions 0.1, 0.1, 0.1):
   (1) n₁ + n₂ steps adapting ε so that Var[ΔE]/d ≈ 5e-4 (a weighted running estimate using
   Var[ΔE] ∝ ε⁶, never above a step size where the chain diverged); L = √(Σ Var[x]) from the
@@ -62,10 +65,9 @@ def integrate(state: dict, step_size, log_density: LogDensity, coefficients) -> 
     return {"position": x, "momentum": u, "logdensity": logp, "grad": g}, kinetic
 
 
-def refresh(u, step_size, L, generator: torch.Generator):
-    """Partial momentum refresh with decoherence length L."""
+def refresh(u, step_size, L, z: torch.Tensor):
+    """Partial momentum refresh with decoherence length L by standard normal draws z (C×d)."""
     nu = torch.sqrt((torch.exp(2 * step_size / L) - 1) / u.shape[-1])
-    z = torch.randn(u.shape, generator=generator, dtype=u.dtype).to(u.device)
     return _normalise(u + nu[:, None] * z)
 
 
@@ -95,15 +97,20 @@ def effective_sample_size(x: torch.Tensor) -> torch.Tensor:
 
 class MCLMC:
     """C chains of MCLMC from ``start`` (C×d): :meth:`step` advances every chain one
-    transition, tuning for the first ``tune_steps`` ones (:attr:`tuning` until done)."""
+    transition, tuning for the first ``tune_steps`` ones (:attr:`tuning` until done).
+
+    ``seed``: one seed for every chain, or a list of seeds, one per equal group of chains (the
+    members of a packed trial: each group draws from its own generator exactly what it would
+    draw alone)."""
 
     def __init__(
         self,
         log_density: LogDensity,
         start: torch.Tensor,
         tune_steps: int,
-        seed: int = 0,
+        seed: int | list[int] = 0,
         integrator: str = "mclachlan",
+        refresh: str = "split",
         fractions: tuple[float, float, float] = (0.1, 0.1, 0.1),
         desired_energy_var: float = 5e-4,
         trust_in_estimate: float = 1.5,
@@ -112,18 +119,24 @@ class MCLMC:
         chains, d = start.shape
         if d < 2:
             raise ValueError("MCLMC needs at least 2 dimensions (isokinetic momenta on a sphere)")
+        if refresh not in ("split", "after"):
+            raise ValueError(f"refresh: expected 'split' or 'after', got {refresh!r}")
         self.log_density, self.coefficients = log_density, INTEGRATORS[integrator]
-        self.generator = torch.Generator().manual_seed(seed)
+        self.split_refresh = refresh == "split"
+        seeds = [seed] if isinstance(seed, int) else list(seed)
+        if chains % len(seeds):
+            raise ValueError(f"{chains} chains do not split into {len(seeds)} equal groups")
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
         self.n1 = int(tune_steps * fractions[0]) + 1
         self.n2 = int(tune_steps * fractions[1]) + 1
         self.n3 = int(tune_steps * fractions[2])
         self.desired, self.trust = desired_energy_var, trust_in_estimate
         self.decay = (num_effective_samples - 1.0) / (num_effective_samples + 1.0)
         logp, grad = log_density(start)
-        u = torch.randn(start.shape, generator=self.generator, dtype=start.dtype)
+        self.dtype, self.device = start.dtype, start.device
         self.state = {
             "position": start.clone(),
-            "momentum": _normalise(u.to(start.device)),
+            "momentum": _normalise(self._noise(start.shape)),
             "logdensity": logp,
             "grad": grad,
         }
@@ -141,15 +154,28 @@ class MCLMC:
         self.steps = 0
         self.evaluations = chains  # gradient evaluations, all chains together
 
+    def _noise(self, shape: torch.Size) -> torch.Tensor:
+        """Standard normal draws, C×d: each group of chains from its own generator."""
+        rows = shape[0] // len(self.generators)
+        z = [
+            torch.randn((rows, *shape[1:]), generator=g, dtype=self.dtype) for g in self.generators
+        ]
+        return torch.cat(z).to(self.device)
+
     @property
     def tuning(self) -> bool:
         return self.steps < self.n1 + self.n2 + self.n3
 
     def transition(self) -> tuple[dict, torch.Tensor]:
         """One kernel step of every chain: (new state, energy change ΔK − Δlog p)."""
-        new, kinetic = integrate(self.state, self.step_size, self.log_density, self.coefficients)
+        state, eps = self.state, self.step_size
+        if self.split_refresh:
+            eps = eps / 2
+            u = refresh(state["momentum"], eps, self.L, self._noise(state["momentum"].shape))
+            state = {**state, "momentum": u}
+        new, kinetic = integrate(state, self.step_size, self.log_density, self.coefficients)
         self.evaluations += len(self.step_size) * (len(self.coefficients) // 2)
-        new["momentum"] = refresh(new["momentum"], self.step_size, self.L, self.generator)
+        new["momentum"] = refresh(new["momentum"], eps, self.L, self._noise(new["momentum"].shape))
         return new, kinetic - new["logdensity"] + self.state["logdensity"]
 
     def step(self) -> torch.Tensor:
@@ -213,7 +239,7 @@ class MCLMC:
             "trace": list(self.trace),
             "steps": self.steps,
             "evaluations": self.evaluations,
-            "generator": self.generator.get_state(),
+            "generators": [g.get_state() for g in self.generators],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -221,7 +247,8 @@ class MCLMC:
         self.L, self.step_size = state["L"], state["step_size"]
         self.trace, self.steps = list(state["trace"]), int(state["steps"])
         self.evaluations = int(state["evaluations"])
-        self.generator.set_state(state["generator"])
+        for g, saved in zip(self.generators, state["generators"], strict=True):
+            g.set_state(saved)
 
 
 def sample(
@@ -232,9 +259,10 @@ def sample(
     thinning: int = 1,
     seed: int = 0,
     integrator: str = "mclachlan",
+    refresh: str = "split",
 ) -> torch.Tensor:
     """chains × draws × d MCLMC samples (every ``thinning``-th step after tuning)."""
-    sampler = MCLMC(log_density, start, tune_steps, seed, integrator)
+    sampler = MCLMC(log_density, start, tune_steps, seed, integrator, refresh=refresh)
     while sampler.tuning:
         sampler.step()
     out = []

@@ -19,7 +19,7 @@ from torch import nn
 from dynsweep.errors import DataError
 from trainers.data import load_dataset
 from trainers.nets import mlp
-from trainers.paths.data import Splits, csv_regression, diabetes, toy_regression
+from trainers.paths.data import UCI, Splits, csv_regression, diabetes, toy_regression, uci
 
 if TYPE_CHECKING:
     from trainers.paths.trainer import PathsConfig
@@ -43,6 +43,8 @@ def load_splits(config: PathsConfig, seed: int, data_dir: Path = Path("data")) -
         return diabetes(seed)
     if config.dataset == "csv":
         return csv_regression(config.csv_path, seed)
+    if config.dataset in UCI:
+        return uci(config.dataset, seed)
     (xt, yt), (xh, yh) = load_dataset(config.dataset, data_dir, 0.3, 0)
     if config.architecture == "mlp":
         xt, xh = xt.flatten(1), xh.flatten(1)

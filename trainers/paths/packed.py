@@ -77,7 +77,8 @@ class PackedPathsTrainer(Trainer):
         self.shapes = {n: p.shape for n, p in self.template.named_parameters()}
         theta = initial_points(cfg, shape, self.seeds)
         self.theta = nn.Parameter(theta.to(device, dtype))
-        self.log_scale = nn.Parameter(torch.zeros(self.members, device=device, dtype=dtype))
+        noise = [math.log(c.noise_init) for c in self.configs]
+        self.log_scale = nn.Parameter(torch.tensor(noise, device=device, dtype=dtype))
         lr = torch.tensor([c.lr for c in self.configs], device=device, dtype=dtype)
         self.optimizer = StackedAdam([self.theta, self.log_scale], lr)
         # The uniform_t members (their arc-length weights, constant where detached), or None

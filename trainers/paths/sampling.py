@@ -57,15 +57,29 @@ class Subspace:
 
 @dataclass
 class Space:
-    """A sampling space: q ↦ flat weights, q ↦ φ (what R-hat and ESS are computed on, as the
-    original: subspace coordinates; the weights for ``fullspace``), q ↦ log prior (with the
-    Jacobian of the unconstrained coordinates), and the q of the curve's point at t."""
+    """A sampling space, written for a batch of q (C×dim, one row a chain): q ↦ φ (C×K; what
+    R-hat and ESS are computed on, as the original: subspace coordinates; the weights for
+    ``fullspace``), q ↦ log prior (C, with the Jacobian of the unconstrained coordinates),
+    φ ↦ flat weights, and the q of the curve's point at t. The one-q forms (:meth:`phi`,
+    :meth:`log_prior`, :meth:`weights`) wrap them and are ``torch.func.vmap``-able."""
 
     dim: int
-    weights: Fn
-    phi: Fn
-    log_prior: Fn
+    phi_batch: Fn
+    log_prior_batch: Fn
+    to_weights: Fn  # φ (… × K) ↦ flat weights (… × P)
     on_curve: Callable[[float], torch.Tensor]
+
+    def phi(self, q: torch.Tensor) -> torch.Tensor:
+        return self.phi_batch(q[None])[0]
+
+    def log_prior(self, q: torch.Tensor) -> torch.Tensor:
+        return self.log_prior_batch(q[None])[0]
+
+    def weights(self, q: torch.Tensor) -> torch.Tensor:
+        return self.to_weights(self.phi(q))
+
+    def weights_batch(self, q: torch.Tensor) -> torch.Tensor:
+        return self.to_weights(self.phi_batch(q))
 
 
 def space(
@@ -83,7 +97,7 @@ def space(
         def at_t(t: float) -> torch.Tensor:
             return bezier.point(theta, theta.new_tensor([t]))[0]
 
-        return Space(theta.shape[1], lambda q: q, lambda q: q, gauss, at_t)
+        return Space(theta.shape[1], _identity, gauss, _identity, at_t)
     sub = Subspace.from_control_points(theta, basis)
     coords = sub.coords(theta)  # the curve's control points in the K-dim subspace
     k = coords.shape[1]
@@ -92,7 +106,7 @@ def space(
         def phi_at(t: float) -> torch.Tensor:
             return bezier.point(coords, coords.new_tensor([t]))[0]
 
-        return Space(k, sub.weights, lambda q: q, gauss, phi_at)
+        return Space(k, _identity, gauss, sub.weights, phi_at)
     if name not in ("line", "lambda"):
         raise ValueError(f"space: expected line, varphi, lambda or fullspace, got {name!r}")
     lo, hi = -t_margin, 1 + t_margin
@@ -100,21 +114,27 @@ def space(
     if name == "line":
 
         def line_phi(q):
-            return bezier.point(coords, lo + (hi - lo) * torch.sigmoid(q[:1]))[0]
+            return bezier.point(coords, lo + (hi - lo) * torch.sigmoid(q[:, 0]))
 
         def line_prior(q):
-            return log_t(q[0])
+            return log_t(q[:, 0])
 
         def line_start(t: float) -> torch.Tensor:
             return theta.new_tensor([_logit((t - lo) / (hi - lo))])
 
-        return Space(1, lambda q: sub.weights(line_phi(q)), line_phi, line_prior, line_start)
+        return Space(1, line_phi, line_prior, sub.weights, line_start)
     return _tunnel(sub, coords, tube_scale, gauss, log_t, lo, hi)
 
 
+def _identity(q: torch.Tensor) -> torch.Tensor:
+    return q
+
+
 def gaussian(scale: float, loc: float = 0.0) -> Fn:
+    """Rows of q (C×d) ↦ their log density under N(loc, scale² I): C."""
+
     def log_prior(q):
-        return -0.5 * ((q - loc) / scale).pow(2).sum() - q.numel() * math.log(
+        return -0.5 * ((q - loc) / scale).pow(2).sum(-1) - q.shape[-1] * math.log(
             scale * math.sqrt(2 * math.pi)
         )
 
@@ -126,16 +146,16 @@ def _logit(p: float) -> float:
 
 
 def _arc_length_t_prior(coords: torch.Tensor, lo: float, hi: float) -> Fn:
-    """s ↦ log density of s, t = lo + (hi − lo) sigmoid(s) uniform in arc length: the logistic
-    Jacobian plus log ‖c′(t)‖ − log L, L = ∫₀¹ ‖c′‖ on 10,000 points (as the original; up to
-    the constant log(hi − lo) the original's Uniform(lo, hi) and its Jacobian cancel)."""
+    """s (C) ↦ log density of s, t = lo + (hi − lo) sigmoid(s) uniform in arc length: the
+    logistic Jacobian plus log ‖c′(t)‖ − log L, L = ∫₀¹ ‖c′‖ on 10,000 points (as the original;
+    up to the constant log(hi − lo) the original's Uniform(lo, hi) and its Jacobian cancel)."""
     grid = torch.linspace(0, 1, 10_000, dtype=coords.dtype, device=coords.device)
     log_length = math.log(float(torch.trapezoid(bezier.speed(coords, grid), grid)))
 
     def log_prior(s):
-        t = lo + (hi - lo) * torch.sigmoid(s.reshape(1))
+        t = lo + (hi - lo) * torch.sigmoid(s)
         jacobian = torch.nn.functional.logsigmoid(s) + torch.nn.functional.logsigmoid(-s)
-        speed = bezier.speed(coords, t)[0].clamp_min(1e-300)
+        speed = bezier.speed(coords, t).clamp_min(1e-300)
         return jacobian + torch.log(speed) - log_length
 
     return log_prior
@@ -171,28 +191,29 @@ def _tunnel(sub, coords, tube_scale, gauss, log_t, lo, hi, grid: int = 301) -> S
     frames = rotation_minimising_frame(bezier.point(coords, ts), d1 / d1.norm(dim=1, keepdim=True))
 
     def frame_at(t: torch.Tensor) -> torch.Tensor:
-        """The frame at t (1 element), interpolated and re-orthonormalised between grid points
-        (index_select, not indexing, so that it vmaps)."""
-        pos = (t[0] - lo) / (hi - lo) * (grid - 1)
-        i = pos.detach().floor().clamp(0, grid - 2).long().reshape(1)
-        w = pos - i[0]
-        mixed = (1 - w) * frames.index_select(0, i)[0] + w * frames.index_select(0, i + 1)[0]
-        q, r = torch.linalg.qr(mixed.T)
-        return (q * torch.sign(torch.diagonal(r))).T
+        """The frames at t (C): C×(K−1)×K, interpolated and re-orthonormalised between grid
+        points."""
+        pos = (t - lo) / (hi - lo) * (grid - 1)
+        i = pos.detach().floor().clamp(0, grid - 2).long()
+        w = (pos - i)[:, None, None]
+        mixed = (1 - w) * frames.index_select(0, i) + w * frames.index_select(0, i + 1)
+        q, r = torch.linalg.qr(mixed.mT)
+        return (q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]).mT
 
     def phi(q):
-        t = lo + (hi - lo) * torch.sigmoid(q[:1])
-        return bezier.point(coords, t)[0] + tube_scale * q[1:] @ frame_at(t)
+        t = lo + (hi - lo) * torch.sigmoid(q[:, 0])
+        offset = (q[:, None, 1:] @ frame_at(t))[:, 0]
+        return bezier.point(coords, t) + tube_scale * offset
 
     def log_prior(q):
-        return log_t(q[0]) + gauss(q[1:])
+        return log_t(q[:, 0]) + gauss(q[:, 1:])
 
     def start(t: float) -> torch.Tensor:
         q = coords.new_zeros(coords.shape[1])
         q[0] = _logit((t - lo) / (hi - lo))
         return q
 
-    return Space(coords.shape[1], lambda q: sub.weights(phi(q)), phi, log_prior, start)
+    return Space(coords.shape[1], phi, log_prior, sub.weights, start)
 
 
 class Chain:

@@ -29,7 +29,6 @@ from typing import Any, Literal
 
 import torch
 from pydantic import Field
-from torch.func import grad_and_value, vmap
 
 from trainers.base import Context, Trainer, TrainerConfig
 from trainers.local import LocalContext
@@ -37,6 +36,7 @@ from trainers.paths import sampling
 from trainers.paths.diagnostics import diagnostics
 from trainers.paths.mclmc import MCLMC
 from trainers.paths.model import load_paths_model
+from trainers.paths.posterior import Posterior
 from trainers.paths.trainer import PathsConfig, PathsTrainer
 
 # log σ ~ N(loc, scale²): the original's LogNormal(0, 1) prior on σ (LogNormal(−1, 0.1) in
@@ -59,6 +59,15 @@ class SubspaceConfig(TrainerConfig):
     sampler: Literal["nuts", "mclmc"] = "nuts"
     steps_per_draw: int = Field(50, ge=1)  # mclmc (the original's num_forward_passes // 2)
     integrator: Literal["mclachlan", "leapfrog"] = "mclachlan"  # mclmc
+    # mclmc: the momentum refresh of BlackJAX 1.2.3 (split: ε/2 before and after the
+    # deterministic step; the original's pin) or of BlackJAX <= 1.2.1 (after: ε once after it).
+    refresh: Literal["split", "after"] = "split"
+    # Chain starts. original: as the original hands them to BlackJAX, in numpyro's unconstrained
+    # coordinates: line/lambda u ~ U(0, 1) is t's unconstrained value, t = lo + (hi − lo)
+    # sigmoid(u) ∈ (0.5, 0.78), tube 0; the learnt σ is read as log σ (σ₀ = exp σ_learnt);
+    # varphi starts on the curve at t ~ U(0, 1). curve: every space on the curve at
+    # t ~ U(0, 1), σ₀ the learnt σ (this project's earlier starts).
+    starts: Literal["original", "curve"] = "original"
     # fullspace chains start from trained ensemble members (the original) or on the path.
     fullspace_init: Literal["ensemble", "path"] = "ensemble"
     ensemble_steps: int = Field(1000, ge=0)  # Adam steps of each ensemble member
@@ -70,6 +79,10 @@ class SubspaceConfig(TrainerConfig):
 class SubspaceTrainer(Trainer):
     Config = SubspaceConfig
     config: SubspaceConfig
+    # A pack: the temperatures of one path (and seeds), MCLMC's chains of every member as one
+    # batch (trainers.paths.subspace_packed).
+    pack_fields = ("temperature",)
+    packed = "trainers.paths.subspace_packed:PackedSubspaceTrainer"
 
     @classmethod
     def prepare(cls, configs: list[SubspaceConfig], data_dir: Path) -> None:
@@ -77,6 +90,18 @@ class SubspaceTrainer(Trainer):
             _load_path(c.path_model)  # a missing or wrong file fails before Ray starts
 
     def setup(self, ctx: Context) -> None:
+        self.setup_member(ctx)
+        mclmc = self.config.sampler == "mclmc"  # NUTS: one chain at a time
+        temperature = self.theta.new_full(
+            (self.config.chains if mclmc else 1,), self.config.temperature
+        )
+        self.posterior = self._posterior(temperature)
+        self.mclmc = None
+        if self.config.sampler == "mclmc":
+            self.mclmc = self.make_mclmc(self.posterior, self.starts, self.seed)
+
+    def setup_member(self, ctx: Context) -> None:
+        """The path, its space, the chains' starts: everything but the sampler."""
         cfg = self.config
         header = _load_path(cfg.path_model)
         self.path = PathsTrainer(PathsConfig.model_validate(header["config"]))
@@ -92,65 +117,57 @@ class SubspaceTrainer(Trainer):
             cfg.space, self.theta, cfg.prior_scale, cfg.tube_scale, cfg.basis, cfg.t_margin
         )
         self.sampled_noise = cfg.noise == "sampled" and not self.path.classify
-        loc, scale = NOISE_PRIOR["fullspace" if cfg.space == "fullspace" else "subspace"]
-        self.noise_prior = sampling.gaussian(scale, loc)
+        self.noise_prior = NOISE_PRIOR["fullspace" if cfg.space == "fullspace" else "subspace"]
         self.dim = self.space.dim + int(self.sampled_noise)
         self.seed = ctx.seed
         self.starts = self._starts()
-        self.batched = vmap(grad_and_value(self.log_density))
         self.samples: list[torch.Tensor] = []  # finished chains, draws × dim each
         self.current: list[torch.Tensor] = []
         self.evaluations, self.seconds = 0, 0.0
         self.chain: sampling.Chain | None = None
         self.transitions = 0  # of the current NUTS chain
-        self.mclmc = self._mclmc() if cfg.sampler == "mclmc" else None
 
-    def _split(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the space's coordinates, log σ) of one q."""
-        k = self.space.dim
-        return q[:k], (q[k] if self.sampled_noise else self.log_scale)
+    def _posterior(self, temperature: torch.Tensor) -> Posterior:
+        fixed = None if self.sampled_noise else self.log_scale
+        return Posterior(self.path, self.space, temperature, fixed, self.noise_prior)
+
+    def make_mclmc(self, posterior: Posterior, starts: torch.Tensor, seed) -> MCLMC:
+        cfg = self.config
+        tune = cfg.warmup * cfg.steps_per_draw
+        return MCLMC(posterior, starts, tune, seed, integrator=cfg.integrator, refresh=cfg.refresh)
 
     def log_density(self, q: torch.Tensor) -> torch.Tensor:
-        """log p(train | θ(q)) / T + log p(q), up to a constant; vmap-able."""
-        x, log_scale = self._split(q)
-        log_lik = self.path.log_likelihood(self.space.weights(x), "train", log_scale).sum()
-        prior = self.space.log_prior(x)
-        if self.sampled_noise:
-            prior = prior + self.noise_prior(log_scale)
-        return log_lik / self.config.temperature + prior
+        """log p(train | θ(q)) / T + log p(q), up to a constant, of one q."""
+        return -self.potential(q)
 
     def potential(self, q: torch.Tensor) -> torch.Tensor:
-        return -self.log_density(q)
-
-    def _log_density_and_grad(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        grad, value = self.batched(q)
-        return value.detach(), grad.detach()
+        return -self.posterior.log_density(q[None])[0]
 
     def _starts(self) -> torch.Tensor:
-        """chains × dim: the original's starts (see the module docstring)."""
+        """chains × dim: the original's starts (see ``SubspaceConfig.starts``)."""
         cfg = self.config
         gen = torch.Generator().manual_seed(self.seed * 100 + 7)
         ts = torch.rand(cfg.chains, generator=gen, dtype=torch.float64).tolist()
         log_scales = self.log_scale.expand(cfg.chains)
+        original = cfg.starts == "original"
         if cfg.space == "fullspace" and cfg.fullspace_init == "ensemble":
             from trainers.paths.ensemble import train_ensemble
 
             starts, log_scales = train_ensemble(
                 self.path, cfg.chains, cfg.ensemble_steps, self.seed
             )
+        elif original and cfg.space in ("line", "lambda"):  # u = t's unconstrained value
+            lo, hi = -cfg.t_margin, 1 + cfg.t_margin
+            ts = [lo + (hi - lo) / (1 + math.exp(-u)) for u in ts]
+            starts = torch.stack([self.space.on_curve(t) for t in ts])
         else:
             starts = torch.stack([self.space.on_curve(t) for t in ts])
+        if original:  # σ read as log σ
+            log_scales = log_scales.exp()
         starts = starts.to(self.theta.device, self.theta.dtype)
         if self.sampled_noise:
             starts = torch.cat([starts, log_scales.to(starts)[:, None]], 1)
         return starts.detach()
-
-    def _mclmc(self) -> MCLMC:
-        cfg = self.config
-        tune = cfg.warmup * cfg.steps_per_draw
-        return MCLMC(
-            self._log_density_and_grad, self.starts, tune, self.seed, integrator=cfg.integrator
-        )
 
     @property
     def done(self) -> bool:
@@ -204,21 +221,42 @@ class SubspaceTrainer(Trainer):
         if not self.done:
             return {"val/chains_done": float(len(self.samples))}
         draws = torch.stack(self.samples)  # chains × draws × dim
+        metrics = self.posterior_metrics(draws)
+        metrics["grad_evals"] = float(self.evaluations)
+        metrics["grad_evals_per_draw"] = self.evaluations / math.prod(draws.shape[:2])
+        metrics["sample_seconds"] = self.seconds
+        metrics["chains_done"] = float(len(self.samples))
+        return {f"val/{k}": v for k, v in metrics.items()}
+
+    def posterior_metrics(self, draws: torch.Tensor, chunk: int = 1000) -> dict[str, float]:
+        """Diagnostics, LPPD, PSIS-LOO and the predictive's RMSE (accuracy) of draws
+        (chains × draws × dim), the networks evaluated ``chunk`` samples at a time."""
         flat = draws.reshape(-1, self.dim)
-        x = flat[:, : self.space.dim]
-        log_scale = flat[:, -1] if self.sampled_noise else self.log_scale.expand(len(flat))
-        weights = vmap(self.space.weights, chunk_size=256)(x)
-        phi = vmap(self.space.phi, chunk_size=256)(x)
-
-        def pointwise(part: str) -> torch.Tensor:
-            fn = vmap(lambda w, s: self.path.log_likelihood(w, part, s), chunk_size=64)
-            return fn(weights, log_scale).reshape(*draws.shape[:2], -1)
-
-        preds = vmap(lambda w: self.path.predict(w, "test"), chunk_size=64)(weights)
-        y = self.path.data["test"][1]
+        x, log_scale = self.posterior.split(flat)
+        phi = torch.cat([self.space.phi_batch(c) for c in x.split(chunk)])
+        x_test, y = self.path.data["test"]
+        train, test, preds = [], [], []
+        for xs, ls in zip(x.split(chunk), log_scale.split(chunk)):
+            weights = self.space.weights_batch(xs)
+            train.append(self.posterior.pointwise(weights, ls))
+            test.append(self.posterior.pointwise(weights, ls, x_test, y))
+            preds.append(self.posterior.outputs(weights, x_test))
+        shape = draws.shape[:2]
+        group = {"varphi": phi}  # the original's posterior group, constrained
+        if self.config.space in ("line", "lambda"):
+            lo, hi = -self.config.t_margin, 1 + self.config.t_margin
+            group["t"] = lo + (hi - lo) * torch.sigmoid(x[:, :1])
+            if self.config.space == "lambda":
+                group["tube"] = x[:, 1:]
+        if self.sampled_noise:
+            group["scale"] = log_scale.exp()
         metrics = diagnostics(
-            phi.reshape(*draws.shape[:2], -1), pointwise("train"), pointwise("test"), q=draws
+            {k: v.reshape(*shape, *v.shape[1:]) for k, v in group.items()},
+            torch.cat(train).reshape(*shape, -1),
+            torch.cat(test).reshape(*shape, -1),
+            q=draws,
         )
+        preds = torch.cat(preds)
         if self.path.classify:  # accuracy of the posterior predictive
             probs = preds.softmax(-1).mean(0)
             metrics["acc"] = float(probs.argmax(1).eq(y).float().mean())
@@ -226,11 +264,7 @@ class SubspaceTrainer(Trainer):
             metrics["rmse"] = float((preds.mean(0).flatten() - y.flatten()).pow(2).mean().sqrt())
             if self.sampled_noise:
                 metrics["noise_scale"] = float(log_scale.exp().mean())
-        metrics["grad_evals"] = float(self.evaluations)
-        metrics["grad_evals_per_draw"] = self.evaluations / math.prod(draws.shape[:2])
-        metrics["sample_seconds"] = self.seconds
-        metrics["chains_done"] = float(len(self.samples))
-        return {f"val/{k}": v for k, v in metrics.items()}
+        return metrics
 
     def state_dict(self) -> dict[str, Any]:
         # NUTS: finished chains are kept; an unfinished chain restarts on resume (its

@@ -46,10 +46,24 @@ from trainers.paths.model import (
 
 # Training-split sizes (70 %) of the datasets, for memory estimates without loading them
 TRAIN_SIZES = {"toy": 210, "diabetes": 309, "digits": 1258}
+TRAIN_SIZES.update(energy=537, airfoil=1052, concrete=721, yacht=215)
+FEATURES = {"toy": 1, "diabetes": 10, "energy": 8, "airfoil": 5, "concrete": 8, "yacht": 6}
 
 
 class PathsConfig(TrainerConfig):
-    dataset: Literal["toy", "diabetes", "csv", "digits", "mnist", "fashion_mnist"] = "toy"
+    # energy, airfoil, concrete, yacht: the UCI sets the original ships (trainers/paths/uci/)
+    dataset: Literal[
+        "toy",
+        "diabetes",
+        "csv",
+        "energy",
+        "airfoil",
+        "concrete",
+        "yacht",
+        "digits",
+        "mnist",
+        "fashion_mnist",
+    ] = "toy"
     csv_path: str = ""  # dataset csv: numeric columns, target last
     architecture: Literal["mlp", "cnn"] = "mlp"  # cnn: LeNet-size, image datasets only
     order: int = Field(2, ge=0)  # K: the curve has K + 1 control points (0: one network)
@@ -63,6 +77,9 @@ class PathsConfig(TrainerConfig):
     # differentiated: ‖b′(t)‖ / L inside the loss's gradient (Dold et al.); detached: constants.
     uniform_t_weights: Literal["differentiated", "detached"] = "differentiated"
     lr: float = Field(1e-2, gt=0)
+    # Regression: the Gaussian likelihood's learnt scale σ starts here (the original's
+    # out_scale 0.05; this project used 1.0 before).
+    noise_init: float = Field(0.05, gt=0)
     batch_size: int = Field(0, ge=0)  # training examples a step (0: the whole split)
     eval_points: int = Field(21, ge=2)
     # float64: packed and unpacked runs agree to ~1e-9 over long runs (float32: rounding
@@ -105,7 +122,8 @@ class PathsTrainer(Trainer):
         points of the curve (kept for the backward pass). ``csv``: unknown."""
         if config.dataset == "csv":
             return None
-        shape = {"toy": (1,), "diabetes": (10,)}.get(config.dataset) or image_shape(config.dataset)
+        n = FEATURES.get(config.dataset)
+        shape = (n,) if n else image_shape(config.dataset)
         with torch.device("meta"):
             params = sum(p.numel() for p in network(shape, config).parameters())
         size = 8 if config.dtype == "float64" else 4
@@ -131,7 +149,8 @@ class PathsTrainer(Trainer):
         self.shapes = {n: p.shape for n, p in self.template.named_parameters()}
         theta = initial_control_points(cfg, shape, ctx.seed)
         self.theta = nn.Parameter(theta.to(self.device, self.dtype))
-        self.log_scale = nn.Parameter(torch.zeros((), device=self.device, dtype=self.dtype))
+        log_scale = torch.tensor(math.log(cfg.noise_init), device=self.device, dtype=self.dtype)
+        self.log_scale = nn.Parameter(log_scale)
         self.optimizer = torch.optim.Adam([self.theta, self.log_scale], lr=cfg.lr)
         self.generator = torch.Generator().manual_seed(ctx.seed + 1)
         n_train = len(self.data["train"][1])
