@@ -51,7 +51,7 @@ class PackedSubspaceTrainer(Trainer):
         for part in self.parts:  # evaluation: each member's own (untempered) likelihood
             part.posterior = self.posterior
         starts = torch.cat([p.starts for p in self.parts])
-        self.mclmc = first.make_mclmc(self.posterior, starts, self.seeds)
+        self.mclmc = first.make_mclmc(self.posterior, starts, [p.seed for p in self.parts])
         self.current: list[torch.Tensor] = []
         self.seconds = 0.0
         self._last = [0.0] * self.members

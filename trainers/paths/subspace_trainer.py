@@ -33,7 +33,7 @@ from pydantic import Field
 from trainers.base import Context, Trainer, TrainerConfig
 from trainers.local import LocalContext
 from trainers.paths import sampling
-from trainers.paths.diagnostics import diagnostics
+from trainers.paths.diagnostics import diagnostics, lppd
 from trainers.paths.mclmc import MCLMC
 from trainers.paths.model import load_paths_model
 from trainers.paths.posterior import Posterior
@@ -68,6 +68,9 @@ class SubspaceConfig(TrainerConfig):
     # varphi starts on the curve at t ~ U(0, 1). curve: every space on the curve at
     # t ~ U(0, 1), σ₀ the learnt σ (this project's earlier starts).
     starts: Literal["original", "curve"] = "original"
+    # The chains' seed: the trial's, or the path run's (path: one seed per cell, path and
+    # chains, as the original's rng_seed; a stage over several paths then needs no seed grid).
+    chain_seed: Literal["trial", "path"] = "trial"
     # fullspace chains start from trained ensemble members (the original) or on the path.
     fullspace_init: Literal["ensemble", "path"] = "ensemble"
     ensemble_steps: int = Field(1000, ge=0)  # Adam steps of each ensemble member
@@ -119,7 +122,7 @@ class SubspaceTrainer(Trainer):
         self.sampled_noise = cfg.noise == "sampled" and not self.path.classify
         self.noise_prior = NOISE_PRIOR["fullspace" if cfg.space == "fullspace" else "subspace"]
         self.dim = self.space.dim + int(self.sampled_noise)
-        self.seed = ctx.seed
+        self.seed = int(header["seed"]) if cfg.chain_seed == "path" else ctx.seed
         self.starts = self._starts()
         self.samples: list[torch.Tensor] = []  # finished chains, draws × dim each
         self.current: list[torch.Tensor] = []
@@ -234,14 +237,16 @@ class SubspaceTrainer(Trainer):
         flat = draws.reshape(-1, self.dim)
         x, log_scale = self.posterior.split(flat)
         phi = torch.cat([self.space.phi_batch(c) for c in x.split(chunk)])
-        x_test, y = self.path.data["test"]
-        train, test, preds = [], [], []
+        shape = draws.shape[:2]
+        parts = {part: ([], []) for part in ("train", "val", "test")}  # pointwise, predictions
         for xs, ls in zip(x.split(chunk), log_scale.split(chunk)):
             weights = self.space.weights_batch(xs)
-            train.append(self.posterior.pointwise(weights, ls))
-            test.append(self.posterior.pointwise(weights, ls, x_test, y))
-            preds.append(self.posterior.outputs(weights, x_test))
-        shape = draws.shape[:2]
+            for part, (pointwise, preds) in parts.items():
+                inputs, targets = self.path.data[part]
+                pointwise.append(self.posterior.pointwise(weights, ls, inputs, targets))
+                if part != "train":
+                    preds.append(self.posterior.outputs(weights, inputs))
+        ll = {p: torch.cat(v[0]).reshape(*shape, -1) for p, v in parts.items()}
         group = {"varphi": phi}  # the original's posterior group, constrained
         if self.config.space in ("line", "lambda"):
             lo, hi = -self.config.t_margin, 1 + self.config.t_margin
@@ -250,20 +255,19 @@ class SubspaceTrainer(Trainer):
                 group["tube"] = x[:, 1:]
         if self.sampled_noise:
             group["scale"] = log_scale.exp()
-        metrics = diagnostics(
-            {k: v.reshape(*shape, *v.shape[1:]) for k, v in group.items()},
-            torch.cat(train).reshape(*shape, -1),
-            torch.cat(test).reshape(*shape, -1),
-            q=draws,
-        )
-        preds = torch.cat(preds)
-        if self.path.classify:  # accuracy of the posterior predictive
-            probs = preds.softmax(-1).mean(0)
-            metrics["acc"] = float(probs.argmax(1).eq(y).float().mean())
-        else:
-            metrics["rmse"] = float((preds.mean(0).flatten() - y.flatten()).pow(2).mean().sqrt())
-            if self.sampled_noise:
-                metrics["noise_scale"] = float(log_scale.exp().mean())
+        group = {k: v.reshape(*shape, *v.shape[1:]) for k, v in group.items()}
+        metrics = diagnostics(group, ll["train"], ll["test"], q=draws)
+        metrics["lppd_val"] = float(lppd(ll["val"]).mean())  # the original's elpd_valid
+        for part, suffix in (("test", ""), ("val", "_val")):
+            preds, y = torch.cat(parts[part][1]), self.path.data[part][1]
+            if self.path.classify:  # accuracy of the posterior predictive
+                probs = preds.softmax(-1).mean(0)
+                metrics["acc" + suffix] = float(probs.argmax(1).eq(y).float().mean())
+            else:
+                mean = preds.mean(0).flatten()
+                metrics["rmse" + suffix] = float((mean - y.flatten()).pow(2).mean().sqrt())
+        if self.sampled_noise:
+            metrics["noise_scale"] = float(log_scale.exp().mean())
         return metrics
 
     def state_dict(self) -> dict[str, Any]:
