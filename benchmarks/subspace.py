@@ -87,20 +87,23 @@ def packed_sampler(model: Path, folder: Path, device: str):
     return trainer
 
 
-def timed(fn, steps: int, repeats: int, sync) -> float:
-    """The median over ``repeats`` of the seconds one call of ``fn`` takes (``steps`` calls
-    each, after 10 warm-up calls)."""
-    for _ in range(10):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
+def timed(fns: list, steps: int, repeats: int, sync) -> list[float]:
+    """For each of ``fns``, the median over ``repeats`` of the seconds one call takes
+    (``steps`` calls each, after 10 warm-up calls); the functions take turns in every repeat,
+    so that a machine's changing load falls on all of them alike."""
+    for fn in fns:
+        for _ in range(10):
             fn()
-        sync()
-        times.append((time.perf_counter() - start) / steps)
-    return statistics.median(times)
+    sync()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, kept in zip(fns, times):
+            start = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            sync()
+            kept.append((time.perf_counter() - start) / steps)
+    return [statistics.median(t) for t in times]
 
 
 def hand_written(posterior, q: torch.Tensor):
@@ -173,11 +176,10 @@ def main(argv: list[str] | None = None) -> None:
         trainer = packed_sampler(trained_path(folder, args.path_steps, device), folder, device)
         chains = CHAINS * len(TEMPERATURES)
         sampler = trainer.mclmc
-        step_s = timed(sampler.step, args.steps, args.repeats, sync)
+        limit_fn = hand_written(trainer.posterior, sampler.state["position"])
+        step_s, limit_s = timed([sampler.step, limit_fn], args.steps, args.repeats, sync)
         per_step = len(sampler.coefficients) // 2
         ours = chains * per_step / step_s  # chain-gradient evaluations a second
-        limit_s = timed(hand_written(trainer.posterior, sampler.state["position"]), args.steps,
-                        args.repeats, sync)  # fmt: skip
         limit = chains / limit_s
     print(f"dynsweep MCLMC, {chains} chains: {step_s * 1e3:.2f} ms a step ({per_step} grads), "
           f"{ours:,.0f} chain-gradient evaluations/s, {ours / 100:,.1f} draws/s "

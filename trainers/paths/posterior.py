@@ -21,7 +21,8 @@ from torch.func import functional_call
 from trainers.paths.model import unflatten
 from trainers.paths.sampling import Space
 
-ACTIVATIONS = {"relu": F.relu, "elu": F.elu, "tanh": torch.tanh}
+# In place, on the temporaries of the batched MLP (their backward needs only the output)
+ACTIVATIONS = {"relu": torch.relu_, "elu": F.elu_, "tanh": torch.tanh_}
 
 
 def mlp_batch(
