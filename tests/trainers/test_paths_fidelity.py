@@ -108,8 +108,9 @@ def numeric_gradient(fn, cp: np.ndarray, h: float = 1e-6) -> np.ndarray:
 @pytest.mark.parametrize("weights", ["differentiated", "detached"])
 def test_uniform_t_gradient_equals_the_originals(tmp_path, weights):
     cfg = PathsConfig(
-        order=2, depth=1, width=3, uniform_t=True, uniform_t_weights=weights, dtype="float64"
-    )
+        order=2, depth=1, width=3, uniform_t=True, uniform_t_weights=weights, dtype="float64",
+        noise_init=1.0,  # log σ = 0, the reference's
+    )  # fmt: skip
     trainer = PathsTrainer(cfg)
     trainer.setup(LocalContext(tmp_path))
     x, y = trainer.data["train"]
