@@ -176,6 +176,20 @@ def test_original_starts_are_unconstrained_values_as_blackjax_receives_them(path
     assert float(t_curve.min()) < 0.1 and float(t_curve.max()) > 0.9
 
 
+def test_the_originals_line_carries_inert_tube_coordinates(path_model):
+    """The original's line state holds t and K − 1 unused tube coordinates (zero gradient);
+    line_inert: false samples t alone."""
+    inert = _trainer(path_model, space="line", chains=3)
+    alone = _trainer(path_model, space="line", chains=3, line_inert=False)
+    k = len(inert.theta) - 1
+    assert inert.dim == alone.dim + (k - 1) == 1 + (k - 1) + 1  # (t, tube…, log σ)
+    q = inert.starts.clone()
+    q[:, 1:-1] = torch.randn(3, k - 1, dtype=q.dtype)  # the tube moves: nothing changes
+    logp, grad = inert.posterior(q)
+    assert torch.allclose(logp, alone.posterior(q[:, [0, -1]])[0])
+    assert torch.all(grad[:, 1:-1] == 0) and torch.all(grad[:, 0] != 0)
+
+
 def test_fullspace_chains_start_from_trained_ensemble_members(path_model):
     from trainers.paths.ensemble import train_ensemble
 
@@ -198,8 +212,8 @@ def test_trainer_reports_loo_on_train_lppd_on_test_and_rhat_on_phi(path_model):
     from trainers.paths.subspace_trainer import SubspaceConfig, SubspaceTrainer
 
     cfg = SubspaceConfig(
-        path_model=str(path_model), space="line", sampler="mclmc", chains=2, warmup=4,
-        steps_per_draw=5, draws=20,
+        path_model=str(path_model), space="line", line_inert=False, sampler="mclmc", chains=2,
+        warmup=4, steps_per_draw=5, draws=20,
     )  # fmt: skip
     trainer = SubspaceTrainer(cfg)
     ctx = LocalContext(path_model.parent / "line")

@@ -4,7 +4,8 @@ The subspace comes from the SVD of the centred control points, θ − μ = U S V
 original's ``scaled`` basis (Dold et al., ``OrthoSpan``) θ = φ Π + μ with Π = S_K V_Kᵀ, so the
 coordinates φ are in singular-value units (φ of the control points has unit-scale spread);
 ``orthonormal`` uses Π = V_Kᵀ (φ in weight units). Spaces (``q`` is what the sampler moves):
-- ``line``: q ∈ ℝ, t = a + (b − a) sigmoid(q) on (a, b) = (−margin, 1 + margin) (the
+- ``line``: q ∈ ℝ (``line_inert``: ℝ^K, K − 1 coordinates that nothing depends on, as the
+  original's state carries them), t = a + (b − a) sigmoid(q₀) on (a, b) = (−margin, 1 + margin) (the
   original's (−0.1, 1.1)), φ = c(t); prior: t uniform in arc length, log ‖c′(t)‖ − log L
   (L = ∫₀¹ ‖c′‖, c the curve in φ coordinates, as the original);
 - ``varphi``: q = φ ∈ ℝ^K, prior N(0, prior_scale² I);
@@ -89,8 +90,10 @@ def space(
     tube_scale: float = 0.1,
     basis: Basis = "scaled",
     t_margin: float = 0.1,
+    line_inert: bool = False,
 ) -> Space:
-    """The sampling space ``name`` around control points θ ((K+1)×P)."""
+    """The sampling space ``name`` around control points θ ((K+1)×P); ``line_inert``: the
+    line's q also carries K − 1 inert coordinates (the original's unused ``tube``)."""
     gauss = gaussian(prior_scale)
     if name == "fullspace":
 
@@ -119,10 +122,12 @@ def space(
         def line_prior(q):
             return log_t(q[:, 0])
 
-        def line_start(t: float) -> torch.Tensor:
-            return theta.new_tensor([_logit((t - lo) / (hi - lo))])
+        inert = k - 1 if line_inert else 0
 
-        return Space(1, line_phi, line_prior, sub.weights, line_start)
+        def line_start(t: float) -> torch.Tensor:
+            return theta.new_tensor([_logit((t - lo) / (hi - lo))] + [0.0] * inert)
+
+        return Space(1 + inert, line_phi, line_prior, sub.weights, line_start)
     return _tunnel(sub, coords, tube_scale, gauss, log_t, lo, hi)
 
 

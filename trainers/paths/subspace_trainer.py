@@ -68,6 +68,9 @@ class SubspaceConfig(TrainerConfig):
     # varphi starts on the curve at t ~ U(0, 1). curve: every space on the curve at
     # t ~ U(0, 1), σ₀ the learnt σ (this project's earlier starts).
     starts: Literal["original", "curve"] = "original"
+    # line: q also carries K − 1 inert coordinates, as the original's state carries its unused
+    # tube (they raise MCLMC's dimension and change its L tuning); false: q = (t) alone.
+    line_inert: bool = True
     # The chains' seed: the trial's, or the path run's (path: one seed per cell, path and
     # chains, as the original's rng_seed; a stage over several paths then needs no seed grid).
     chain_seed: Literal["trial", "path"] = "trial"
@@ -117,8 +120,9 @@ class SubspaceTrainer(Trainer):
         self.theta = state["theta"].to(ctx.device)
         self.log_scale = state["log_scale"].to(ctx.device)
         self.space = sampling.space(
-            cfg.space, self.theta, cfg.prior_scale, cfg.tube_scale, cfg.basis, cfg.t_margin
-        )
+            cfg.space, self.theta, cfg.prior_scale, cfg.tube_scale, cfg.basis, cfg.t_margin,
+            cfg.line_inert,
+        )  # fmt: skip
         self.sampled_noise = cfg.noise == "sampled" and not self.path.classify
         self.noise_prior = NOISE_PRIOR["fullspace" if cfg.space == "fullspace" else "subspace"]
         self.dim = self.space.dim + int(self.sampled_noise)
