@@ -142,3 +142,11 @@ def test_a_pack_needs_mclmc_and_equal_settings(path_model):
         PackedSubspaceTrainer([_config(path_model, sampler="nuts")], [0])
     with pytest.raises(ValueError, match="temperature"):
         PackedSubspaceTrainer([_config(path_model), _config(path_model, chains=4)], [0, 0])
+
+
+def test_freed_memory_is_kept_for_reuse_where_there_is_glibc():
+    import platform
+
+    from trainers.paths.posterior import keep_freed_memory
+
+    assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")
