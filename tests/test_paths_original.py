@@ -29,9 +29,9 @@ TEST_Y = [
 ]  # fmt: skip
 
 
-def _fixture(tmp_path, rows: int = 20):
+def _fixture(tmp_path, rows: int = 20, name: str = "fixture"):
     i, j = np.arange(rows)[:, None], np.arange(5)
-    path = tmp_path / "fixture.data"
+    path = tmp_path / f"{name}.data"
     np.savetxt(path, (i * 7 + j * 3) % 11 + 0.5 * j + 0.1 * i, fmt="%.2f", delimiter=" ")
     return str(path)
 
@@ -74,8 +74,7 @@ def test_the_split_equals_dynsweeps_uci_loader(tmp_path):
     data = pytest.importorskip("trainers.paths.data")
     if not hasattr(data, "uci"):
         pytest.skip("trainers.paths.data.uci (the original's UCI procedure) not in this tree")
-    path = _fixture(tmp_path, 40)
-    (tmp_path / "toy.data").write_text(open(path).read())
+    path = _fixture(tmp_path, 40, "toy")
     ours = dynsweep_split(path, make_split.permutation(40, 0))
     theirs = data.uci("toy", seed=0, folder=tmp_path)
     for got, (name, i) in zip(ours, [(n, i) for n in ("train", "val", "test") for i in (0, 1)]):
