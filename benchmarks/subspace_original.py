@@ -125,9 +125,11 @@ def main() -> None:
     with contextlib.suppress(_Measured):
         samp_mod.single_run(h.Logger("bench"), samp_config)
     t1, t2 = rec["times"]
+    c1, c2 = rec["cpu"]
+    if t2 <= t1:  # a busy machine: the longer call got less of a core; the wall rate is void
+        raise SystemExit(f"sampling calls took {t1:.1f} s, {t2:.1f} s: rerun on a quieter machine")
     steps_per_s = args.steps / (t2 - t1)  # per chain
     grad = 2 * steps_per_s
-    c1, c2 = rec["cpu"]
     line = {
         "grad_evals_per_s": grad * args.chains,
         "grad_evals_per_s_per_chain": grad,
