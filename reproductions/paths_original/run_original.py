@@ -143,9 +143,9 @@ class _Api:
 def to_py(val):
     if isinstance(val, dict):
         return {k: to_py(v) for k, v in val.items()}
-    if hasattr(val, "item") and np.ndim(val) == 0:
-        return val.item()
-    if isinstance(val, (np.ndarray, list, tuple)):
+    if isinstance(val, (list, tuple)):
+        return [to_py(v) for v in val]
+    if hasattr(val, "__array__"):  # NumPy and JAX arrays, their scalars
         return np.asarray(val).tolist()
     return val
 
