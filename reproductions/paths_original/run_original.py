@@ -353,7 +353,7 @@ def main() -> None:
         "versions": {"jax": jax.__version__, "blackjax": blackjax.__version__},
     }
     with open(out, "w") as f:
-        json.dump(result, f, indent=1)
+        json.dump(result, f, indent=1, default=lambda o: np.asarray(o).tolist())
     print(json.dumps({k: result[k] for k in ("path", "sampling", "timing_s")}, indent=1))
 
 
