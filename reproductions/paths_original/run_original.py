@@ -3,7 +3,10 @@
     PYTHON_OF_ORIGINAL reproductions/paths_original/run_original.py --original DIR \\
         --data energy.data --split split_seed0.npy --seed 0 --temperature 1.0 --out OUT.json \\
         [--k 2] [--space lambda] [--path-epochs 100000] [--warmup 1000] [--draws 1000] \\
-        [--chains 10] [--work WORKDIR] [--npz OUT.npz]
+        [--chains 10] [--work WORKDIR] [--npz OUT.npz] [--stage all|path|sample]
+
+``--stage path`` trains and saves the path only; ``--stage sample`` samples from the path saved
+in ``--work`` (one path, several temperatures).
 
 What it runs: the original's two scripts' own ``single_run`` functions, unchanged,
 ``jax_sub_path_optim.single_run(logger, config)`` (the Bezier path, as
