@@ -1,0 +1,1 @@
+"""The original paths code (Dold et al.) run on this machine: harness, split helper, outputs."""
