@@ -197,6 +197,18 @@ class MCLMC:
             self.L = torch.where(self.adapt["weight"] > 0, variances.sum(1).sqrt(), self.L)
         return self.state["position"]
 
+    def draw(self, steps: int) -> torch.Tensor | None:
+        """One draw of every chain: ``steps`` transitions, then the positions (C×d). While
+        tuning, only the tuning steps left among those ``steps`` run, and there is no draw."""
+        if self.tuning:
+            for _ in range(steps):
+                if self.tuning:
+                    self.step()
+            return None
+        for _ in range(steps):
+            x = self.step()
+        return x.clone()
+
     def _adapt_step_size(self, new: dict, energy_change: torch.Tensor, masked: bool) -> None:
         a, eps = self.adapt, self.step_size
         finite = torch.isfinite(new["position"]).all(1) & torch.isfinite(new["logdensity"])

@@ -64,14 +64,9 @@ class PackedSubspaceTrainer(Trainer):
         cfg, sampler = self.config, self.mclmc
         if not self.done:
             started = time.perf_counter()
-            if sampler.tuning:
-                for _ in range(cfg.steps_per_draw):
-                    if sampler.tuning:
-                        sampler.step()
-            else:
-                for _ in range(cfg.steps_per_draw):
-                    q = sampler.step()
-                self.current.append(q.clone())
+            q = sampler.draw(cfg.steps_per_draw)
+            if q is not None:
+                self.current.append(q)
             self.seconds += time.perf_counter() - started
             if len(self.current) == cfg.draws:
                 self._finish()

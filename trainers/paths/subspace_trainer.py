@@ -210,14 +210,9 @@ class SubspaceTrainer(Trainer):
 
     def _mclmc_step(self) -> None:
         sampler, cfg = self.mclmc, self.config
-        if sampler.tuning:
-            for _ in range(cfg.steps_per_draw):
-                if sampler.tuning:
-                    sampler.step()
-        else:
-            for _ in range(cfg.steps_per_draw):
-                q = sampler.step()
-            self.current.append(q.clone())
+        q = sampler.draw(cfg.steps_per_draw)
+        if q is not None:
+            self.current.append(q)
         if len(self.current) == cfg.draws:
             self.samples = list(torch.stack(self.current, 1))
             self.evaluations = sampler.evaluations
