@@ -19,6 +19,7 @@ GRID = {
     "t_samples": 4,
     "lr": {"grid": [0.01, 1e30]},  # lr = 1e30 diverges: that point fails, alone
     "uniform_t": {"grid": [False, True]},
+    "noise_init": 1.0,  # float32 losses ~1: the 1e-5 comparisons below are absolute
 }
 EXTRA = {
     "metric": "val/best_loss",
