@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -145,7 +144,3 @@ class Posterior:
             logp = self.log_density(q)
             (grad,) = torch.autograd.grad(logp.sum(), q)
         return logp.detach(), grad
-
-    def potential(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """One q ↦ −log density (for NUTS, one chain at a time; the first chain's T)."""
-        return lambda q: -self.log_density(q[None])[0]

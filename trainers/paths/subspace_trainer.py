@@ -163,11 +163,10 @@ class SubspaceTrainer(Trainer):
             starts, log_scales = train_ensemble(
                 self.path, cfg.chains, cfg.ensemble_steps, self.seed
             )
-        elif original and cfg.space in ("line", "lambda"):  # u = t's unconstrained value
-            lo, hi = -cfg.t_margin, 1 + cfg.t_margin
-            ts = [lo + (hi - lo) / (1 + math.exp(-u)) for u in ts]
-            starts = torch.stack([self.space.on_curve(t) for t in ts])
         else:
+            if original and cfg.space in ("line", "lambda"):  # u = t's unconstrained value
+                lo, hi = -cfg.t_margin, 1 + cfg.t_margin
+                ts = [lo + (hi - lo) / (1 + math.exp(-u)) for u in ts]
             starts = torch.stack([self.space.on_curve(t) for t in ts])
         if original:  # σ read as log σ
             log_scales = log_scales.exp()
