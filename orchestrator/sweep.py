@@ -102,7 +102,7 @@ def _tuner(setup: SweepSetup, folder: SweepFolder, restore: bool, watch: Pending
                 f"({type(exc).__name__}: {exc})"
             ) from None
     multi = bool(spec.search.objectives)
-    searcher = registry.make_searcher(spec)
+    searcher = registry.make_searcher(spec, setup.parent_run_id)
     # Tune limits concurrency through a Searcher; other search algorithms (the grid/random
     # generator) take the limit themselves (registry), and Tune warns when it is passed again.
     concurrent = spec.max_concurrent_trials if isinstance(searcher, tune.search.Searcher) else None
