@@ -1,9 +1,10 @@
 """Every searcher and scheduler resumes after the driver is SIGKILLed (issue 29).
 
-Each case runs 3 trials of the cheap ``gated`` trainer, 2 at a time. The sweep's first trial
-waits at its last step until the test has seen the other one pass two checkpoints; then it
-finishes, and the driver SIGKILLs itself (the test-only ``DYNSWEEP_TEST_KILL_DRIVER``, see
-``orchestrator.driver.kill_point``) in a chosen window between two saves of Tune's state:
+Each case runs 3 trials of the cheap ``gated`` trainer, 2 at a time. Every trial waits at its
+last step: the sweep's first trial until the test has seen the other one pass two checkpoints,
+the others until the driver is dead. The first one finishes, and the driver SIGKILLs itself
+(the test-only ``DYNSWEEP_TEST_KILL_DRIVER``, see ``orchestrator.driver.kill_point``) in a
+chosen window between two saves of Tune's state:
 
 - ``trial_complete:1``: just after the searcher was told the first result (an Optuna study
   on a database holds it COMPLETE) and before Tune saved that the trial finished;
@@ -12,7 +13,7 @@ finishes, and the driver SIGKILLs itself (the test-only ``DYNSWEEP_TEST_KILL_DRI
 
 Then ``dynsweep resume`` must finish the sweep: exactly 3 runs (grid: its 3 points), each
 FINISHED (or stopped by its scheduler, with the reason), every metric step stored once; the
-trial that ran at the kill continues from its checkpoint in its own run (attempt 2); an
+trial that ran at the kill continues from its checkpoint in its own run (one attempt more); an
 Optuna study holds one COMPLETE/PRUNED trial per run, none RUNNING, and its best trial is
 the best run in MLflow.
 """
@@ -96,9 +97,12 @@ def logged(run) -> int:
     return int(run.data.tags.get(STEP_TAG, "-1"))
 
 
-def two_running_past_checkpoints(client) -> bool:
-    """Both running trials stored ≥ 2 checkpoints' steps (the gated one waits at STEPS - 1)."""
+def two_running_past_checkpoints(client, proc) -> bool:
+    """Both running trials stored ≥ 2 checkpoints' steps (both wait at STEPS - 1), or the
+    driver is gone already (a scheduler stopped the other trial: its completion killed it)."""
     running = [c for c in sweep_runs(client)[1] if c.info.status == "RUNNING"]
+    if proc.poll() is not None:
+        return True
     return len(running) == 2 and min(logged(c) for c in running) >= 2 * CHECKPOINT_EVERY
 
 
@@ -155,7 +159,8 @@ def test_driver_killed_in_a_window_then_resumed(case, workdir, ray_session, requ
     proc = start_driver(workdir, cfg, address, env={KILL_ENV: kill})
     client = store(workdir)
     try:
-        wait_for(lambda: two_running_past_checkpoints(client), 180, "2 trials past checkpoints")
+        wait = "2 trials past checkpoints"
+        wait_for(lambda: two_running_past_checkpoints(client, proc), 180, wait)
         (workdir / "go").touch()  # the first trial finishes; the driver kills itself
         out, _ = proc.communicate(timeout=120)
     finally:
@@ -163,7 +168,8 @@ def test_driver_killed_in_a_window_then_resumed(case, workdir, ray_session, requ
             proc.kill()
     assert proc.returncode == -signal.SIGKILL, out
     # Ray ends the dead driver's trial processes; none may log beside the resumed ones.
-    wait_for(lambda: not pids_alive(workdir), 60, "the killed driver's trials to stop")
+    wait_for(lambda: not pids_alive(workdir), 90, "the killed driver's trials to stop")
+    (workdir / "release").touch()  # the other trials may finish, once resumed
 
     parents, children = sweep_runs(client)
     sweep_dir, sweep_id = parents[0].data.tags["dynsweep.sweep_dir"], parents[0].info.run_id
