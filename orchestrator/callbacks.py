@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 import tracking
+from orchestrator.driver import kill_point
 from tracking import tags as tag
 
 
@@ -41,6 +42,7 @@ class RunStatusCallback(tune.Callback):
         if INTERRUPTED.is_set():  # Tune ends running trials when interrupted: they go on later
             return
         self._end_if_running(trial, "FINISHED", tags={tag.STOP_REASON: "scheduler"})
+        kill_point("trial_complete")  # test-only (see orchestrator.driver.kill_point)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         reason = f"trial process failed: {trial.error_file or 'no error file'}"

@@ -79,3 +79,33 @@ def quiet_tune():
         TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1",
         TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0",
     )
+
+
+# --- test-only fault injection ----------------------------------------------------------------
+KILL_ENV = "DYNSWEEP_TEST_KILL_DRIVER"
+_KILL_EVENTS = ("trial_complete", "searcher_ask")
+_seen: dict[str, int] = {}
+
+
+def kill_point(event: str) -> None:
+    """**Test-only.** ``DYNSWEEP_TEST_KILL_DRIVER=EVENT:N`` SIGKILLs this (driver) process at
+    the ``N``-th ``EVENT``, so that a test hits a window between two saves on purpose:
+
+    - ``trial_complete``: a trial has just completed and the searcher has been told (an Optuna
+      study on a database holds it COMPLETE), Tune's experiment state not yet saved since;
+    - ``searcher_ask``: the Optuna searcher has just asked its study for a new trial (RUNNING
+      there), before Tune has created or saved that trial.
+
+    Unset (as always outside the fault tests), this does nothing.
+    """
+    wanted = os.environ.get(KILL_ENV)
+    if not wanted:
+        return
+    name, _, count = wanted.partition(":")
+    if name not in _KILL_EVENTS or not count.isdigit() or int(count) < 1:
+        raise ValueError(f"{KILL_ENV}: expected EVENT:N with EVENT one of {_KILL_EVENTS}, N ≥ 1")
+    if name != event:
+        return
+    _seen[event] = _seen.get(event, 0) + 1
+    if _seen[event] == int(count):
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from orchestrator.spec import ExperimentSpec
 
 
-def _basic_variants(spec: ExperimentSpec) -> Any:
+def _basic_variants(spec: ExperimentSpec, sweep: str | None = None) -> Any:
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     # Tune applies max_concurrent_trials only to Searchers; this generator takes it itself.
@@ -23,9 +23,10 @@ def _basic_variants(spec: ExperimentSpec) -> Any:
     )
 
 
-def _optuna(spec: ExperimentSpec) -> Any:
+def _optuna(spec: ExperimentSpec, sweep: str | None = None) -> Any:
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
+
+    from orchestrator.search import ResumableOptunaSearch
 
     objectives = spec.search.objectives
     sampler = optuna.samplers.TPESampler(seed=spec.search.seed)
@@ -33,10 +34,14 @@ def _optuna(spec: ExperimentSpec) -> Any:
     if spec.search.storage:
         stored = {"storage": optuna_storage(spec.search.storage), "study_name": study_name(spec)}
     if objectives:  # multi-objective: the searcher owns the metrics, Tune's own metric is unset
-        return OptunaSearch(
-            metric=list(objectives), mode=list(objectives.values()), sampler=sampler, **stored
+        return ResumableOptunaSearch(
+            metric=list(objectives),
+            mode=list(objectives.values()),
+            sampler=sampler,
+            sweep=sweep,
+            **stored,
         )
-    return OptunaSearch(sampler=sampler, **stored)
+    return ResumableOptunaSearch(sampler=sampler, sweep=sweep, **stored)
 
 
 def study_name(spec: ExperimentSpec) -> str:
@@ -106,8 +111,10 @@ SCHEDULERS = {
 }
 
 
-def make_searcher(spec: ExperimentSpec) -> Any:
-    return SEARCHERS[spec.search.algorithm](spec)
+def make_searcher(spec: ExperimentSpec, sweep: str | None = None) -> Any:
+    """The search algorithm of ``spec``; ``sweep`` (the parent MLflow run id) marks the trials
+    an Optuna study holds, so that ``resume`` can tell this sweep's trials from others'."""
+    return SEARCHERS[spec.search.algorithm](spec, sweep)
 
 
 def make_scheduler(spec: ExperimentSpec) -> Any:

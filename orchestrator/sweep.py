@@ -102,7 +102,7 @@ def _tuner(setup: SweepSetup, folder: SweepFolder, restore: bool, watch: Pending
                 f"({type(exc).__name__}: {exc})"
             ) from None
     multi = bool(spec.search.objectives)
-    searcher = registry.make_searcher(spec)
+    searcher = registry.make_searcher(spec, setup.parent_run_id)
     # Tune limits concurrency through a Searcher; other search algorithms (the grid/random
     # generator) take the limit themselves (registry), and Tune warns when it is passed again.
     concurrent = spec.max_concurrent_trials if isinstance(searcher, tune.search.Searcher) else None
@@ -136,8 +136,10 @@ def _tuner(setup: SweepSetup, folder: SweepFolder, restore: bool, watch: Pending
             # On object storage every checkpoint is kept: deleting one and saving Tune's state
             # are two uploads, and a driver killed between them leaves a state that names a
             # deleted checkpoint, which Tune cannot restore (expire old ones with a bucket
-            # lifecycle rule). A local disk keeps the two newest.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2 if folder.local else None),
+            # lifecycle rule). A local disk keeps the two newest, except under PBT: an exploit
+            # restores the checkpoint another trial had at its last perturbation, which that
+            # trial, running ahead, may since have deleted (the exploit then fails).
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=_keep(spec, folder)),
             stop=watch.stopper,
             callbacks=[
                 watch,
@@ -149,6 +151,11 @@ def _tuner(setup: SweepSetup, folder: SweepFolder, restore: bool, watch: Pending
             verbose=0,  # SweepProgress shows the trials (see quiet_tune)
         ),
     )
+
+
+def _keep(spec: ExperimentSpec, folder: SweepFolder) -> int | None:
+    """How many checkpoints of a trial Tune keeps (None: all; see ``_tuner``)."""
+    return 2 if folder.local and spec.scheduler.name != "pbt" else None
 
 
 After = Callable[[SweepOutcome], None]

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # registered there too, and keep Ray's and MLflow's noise down.
 os.environ["DYNSWEEP_TRAINERS"] = (
     "flaky=tests.fixtures.trainers:FlakyTrainer,"
-    "flaky_diffusion=tests.fixtures.trainers:FlakyDiffusionTrainer"
+    "flaky_diffusion=tests.fixtures.trainers:FlakyDiffusionTrainer,"
+    "gated=tests.fixtures.trainers:GatedTrainer"
 )
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")

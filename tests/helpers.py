@@ -119,12 +119,16 @@ def tracking_server(folder: Path):
         server.wait(timeout=30)
 
 
-def start_driver(folder: Path, cfg: Path, address: str) -> subprocess.Popen:
+def start_driver(
+    folder: Path, cfg: Path, address: str, env: dict[str, str] | None = None
+) -> subprocess.Popen:
     """``dynsweep sweep CFG`` as its own process (to be interrupted or killed), joined to the
-    tests' Ray instance; waits until the sweep has its MLflow store and manifest."""
+    tests' Ray instance, with ``env`` added to its environment; waits until the sweep has its
+    MLflow store and manifest."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "orchestrator.cli", "sweep", str(cfg), "--address", address],
         cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, **(env or {})},
     )  # fmt: skip
     wait_for(lambda: list(folder.glob("dynsweep_runs/*/dynsweep_sweep.json")), 60, "sweep")
     return proc
