@@ -20,10 +20,11 @@ RUN python3 -m venv /opt/venv
 WORKDIR /opt/dynsweep
 # The whole project (.dockerignore leaves out local state), so no new package is forgotten.
 COPY . .
-# The extras the cluster docs use: PostgreSQL, S3 and GCS artifacts, DeepSpeed, MPI. pip's
-# cache lives in a build cache, not in the image.
+# The extras the cluster docs use: PostgreSQL, S3 and GCS artifacts, DeepSpeed, MPI (CI adds
+# `test`, to run the tests in the image). pip's cache is a build cache, not in the image.
+ARG EXTRAS=postgres,s3,gcs,deepspeed,mpi
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install -c constraints.txt '.[postgres,s3,gcs,deepspeed,mpi]' optuna-dashboard
+    pip install -c constraints.txt ".[${EXTRAS}]" optuna-dashboard
 WORKDIR /work
 # No ENTRYPOINT: Ray's cluster launcher starts containers as `docker run … IMAGE bash`.
 CMD ["dynsweep", "--help"]

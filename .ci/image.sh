@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build the project's image with buildah (no Docker daemon needed), as CI does:
 #   bash .ci/image.sh [TAG]        # default localhost/dynsweep:ci
+#   DEBIAN_SUITE=trixie …          # the base's Debian release (bookworm: Python 3.11, trixie: 3.13)
+#   EXTRAS=…                       # the project's extras (default: the Dockerfile's, plus test)
 # The base is Debian bookworm's own root filesystem (mmdebstrap), imported once and kept
 # (localhost/dynsweep-base:bookworm); pip's cache is a build cache kept between builds. The
 # host's pip settings (its index, find-links, CA bundle) are bind-mounted into the build, so pip
@@ -26,6 +28,7 @@ for p in /etc/pip.conf /etc/xdg/pip /root/.config/pip /opt/wheels /opt/pypi /opt
   [ -e "$p" ] && mounts+=(--volume "$p:$p:ro")
 done
 buildah bud --quiet --isolation chroot --network host --layers \
-  --build-arg BASE="$base" "${mounts[@]}" -t "$tag" .
+  --build-arg BASE="$base" --build-arg EXTRAS="${EXTRAS:-postgres,s3,gcs,deepspeed,mpi,test}" \
+  "${mounts[@]}" -t "$tag" .
 # The image this build replaced, if any: its layers are no longer needed.
 buildah rmi --prune >/dev/null 2>&1 || true

@@ -1,7 +1,8 @@
 """The image users deploy (``Dockerfile``), built by ``.ci/image.sh`` and run as containers.
 
-- Every package of the project imports in the image, and the quickstart runs in one container
-  from a non-editable install (``/work``, not the source folder).
+- Every package of the project imports in the image, the quick tier passes in it (on the
+  image's Python: 3.13 in CI), and the quickstart runs in one container from a non-editable
+  install (``/work``, not the source folder).
 - The launcher YAMLs' head and worker start commands start Ray and the tracking server there.
 - A cluster of containers: a Ray head (no CPUs) with ``dynsweep server`` on PostgreSQL with S3
   artifacts, and two worker containers. The quickstart goes through ``dynsweep submit
@@ -62,6 +63,17 @@ def test_every_package_imports_in_the_image(tag):
         assert where.returncode == 0, where.stdout[-3000:]
         assert "/opt/venv/lib/" in where.stdout, where.stdout  # not an editable install
         assert where.stdout.split()[-1] == "537", where.stdout  # energy's training rows
+
+
+def test_the_quick_tier_passes_on_the_image_python(tag):
+    """The README's `pytest` (the quick tier) in the image: CI builds it on Debian trixie, so
+    this is the quick tier on Python 3.13 (the host runs it on 3.11)."""
+    with containers(tag, 1) as (c,):
+        version = c.run("python -c 'import sys; print(*sys.version_info[:2])'").stdout.split()
+        out = c.run("cd /opt/dynsweep && python -m pytest -q -x", timeout=1500, CI="true")
+        tail = out.stdout[-6000:]
+        assert out.returncode == 0, f"Python {'.'.join(version[-2:])}:\n{tail}"
+        assert re.search(r"\d+ passed", tail) and "failed" not in tail, tail
 
 
 def test_the_quickstart_runs_in_a_container(tag):
