@@ -1,17 +1,19 @@
 """P11: metric ingestion at cluster scale: N trial processes logging at once into one PostgreSQL.
 
-    python -m benchmarks.ingest [--processes 16] [--steps 100] [--workers 1 2 4]
+    python -m benchmarks.ingest [--processes 16] [--direct-steps 1000] [--steps 100]
+                                [--workers 1 2 4]
 
 Each of ``--processes`` processes opens a trial run with ``tracking.TrialRun`` (the path trials
 use: its background sender, the bulk SQL path on a database, ``log_batch`` through a server)
-and logs 20 metrics a step for ``--steps`` steps, all processes released at once; the rate is
-the points stored / the time from the release until the last process has flushed. Variants, on
-one real PostgreSQL server on 127.0.0.1 (as ``tests/services.py`` starts it): straight into the
-database, and through ``dynsweep server --workers W`` for each W. After each variant every
-point is checked in the database (each run: ``steps × 20`` rows, every (key, step) once).
+and logs 20 metrics a step (``--direct-steps`` straight, ``--steps`` through a server), all
+processes released at once; the rate is the points stored / the time from the release until the
+last process has flushed. Variants, on one real PostgreSQL server on 127.0.0.1 (as
+``tests/services.py`` starts it): straight into the database, and through ``dynsweep server
+--workers W`` for each W. After each variant every point is checked in the database (each run:
+``steps × 20`` rows, every (key, step) once).
 
 The limit, measured in the same run: PostgreSQL's own ``COPY`` of the same number of rows into
-MLflow's ``metrics`` table from one process (rows built beforehand, timed until committed).
+MLflow's ``metrics`` table from one process (its text built beforehand, timed until committed).
 Needs Debian's ``postgresql`` and ``psycopg`` (``pip install -e '.[postgres]'``). Goal: direct
 ≥ 0.5 × limit; through the server the rate rises with the workers. Ratios are printed last.
 """
@@ -32,12 +34,12 @@ from benchmarks.common import machine
 KEYS = [f"train/m{k}" for k in range(20)]
 
 
-def _child(index: int, steps: int, phases, start, done) -> None:
+def _child(index: int, phases, start, done) -> None:
     """One trial process: for each (uri, experiment, parent) taken from the ``phases`` queue,
     wait for the release, log ``steps`` steps of 20 metrics into its own run and flush."""
     import tracking
 
-    for uri, exp, parent in iter(phases.get, None):
+    for uri, exp, parent, steps in iter(phases.get, None):
         run = tracking.TrialRun.open(uri, exp, parent, f"p{index}", f"p{index}", {}, {})
         start.wait()
         for step in range(steps):
@@ -117,12 +119,16 @@ def copy_limit(db: str, experiment_id: str, runs: int, steps: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--processes", type=int, default=16, help="trial processes at once")
-    parser.add_argument("--steps", type=int, default=100, help="steps each process logs")
+    parser.add_argument("--steps", type=int, default=100, help="steps a process logs (server)")
+    parser.add_argument(
+        "--direct-steps", type=int, default=1000, help="steps a process logs straight (and COPY)"
+    )
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     args = parser.parse_args()
-    for name in ("processes", "steps"):
+    for name in ("processes", "steps", "direct_steps"):
         if getattr(args, name) < 1:
-            parser.error(f"--{name}: expected a positive number, got {getattr(args, name)}")
+            flag = "--" + name.replace("_", "-")
+            parser.error(f"{flag}: expected a positive number, got {getattr(args, name)}")
     if any(w < 1 for w in args.workers):
         parser.error(f"--workers: expected positive numbers, got {args.workers}")
     print(machine(), f"{os.cpu_count()} CPUs", flush=True)
@@ -130,7 +136,7 @@ def main() -> None:
     from tests.services import postgres
     from tracking.mlflow_sql import sql_store
 
-    n, steps, points = args.processes, args.steps, args.processes * args.steps * len(KEYS)
+    n = args.processes
     rates: dict[str, float] = {}
     variants = ["direct"] + [f"server --workers {w}" for w in args.workers]
     with postgres() as db, tempfile.TemporaryDirectory() as tmp:
@@ -138,8 +144,7 @@ def main() -> None:
         ctx = mp.get_context("spawn")
         phases, start, done = ctx.Queue(), ctx.Barrier(n + 1), ctx.Barrier(n + 1)
         procs = [
-            ctx.Process(target=_child, args=(i, steps, phases, start, done), daemon=True)
-            for i in range(n)
+            ctx.Process(target=_child, args=(i, phases, start, done), daemon=True) for i in range(n)
         ]
         for p in procs:
             p.start()
@@ -149,8 +154,9 @@ def main() -> None:
                 uri = db if server is None else server[1]
                 exp = tracking.ensure_experiment(uri, f"ingest-{time.time_ns()}")
                 parent = tracking.start_sweep_run(uri, exp, label, {}, {})
+                steps = args.direct_steps if server is None else args.steps
                 for _ in procs:
-                    phases.put((uri, exp, parent))
+                    phases.put((uri, exp, parent, steps))
                 start.wait(timeout=900)  # every process has opened its run
                 t0 = time.perf_counter()
                 done.wait(timeout=3600)  # every process has flushed
@@ -169,8 +175,9 @@ def main() -> None:
         for p in procs:
             p.join(timeout=60)
         exp = tracking.ensure_experiment(db, f"ingest-copy-{time.time_ns()}")
-        limit = copy_limit(db, exp, n, steps)
-    print(f"{'COPY, one process':>22}: {limit:9.0f} points/s ({points} rows; the limit)")
+        limit = copy_limit(db, exp, n, args.direct_steps)
+    rows = n * args.direct_steps * len(KEYS)
+    print(f"{'COPY, one process':>22}: {limit:9.0f} points/s ({rows} rows; the limit)")
     direct = rates["direct"]
     by_workers = ", ".join(
         f"{w} workers {rates[f'server --workers {w}']:.0f}" for w in args.workers
