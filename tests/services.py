@@ -57,6 +57,15 @@ def _stop(proc: subprocess.Popen, timeout: float = 30) -> None:
             proc.wait(timeout=timeout)
 
 
+_restarts = {}  # URI of a running postgres() → its restart function
+
+
+def restart_postgres(uri: str, down_s: float = 0.0) -> None:
+    """Stop the :func:`postgres` server of ``uri`` (``pg_ctl stop -m fast``: its connections
+    cut), keep it down ``down_s`` seconds, start it again on the same port and data."""
+    _restarts[uri](down_s)
+
+
 @contextmanager
 def postgres():
     """A PostgreSQL server; yields the SQLAlchemy URI of an empty database ``mlflow``."""
@@ -77,10 +86,20 @@ def postgres():
     options = f"-p {port} -h 127.0.0.1 -k {folder}"
     as_postgres(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log),
                 "-w", "start")  # fmt: skip
+    uri = f"postgresql+psycopg://postgres@127.0.0.1:{port}/mlflow"
+
+    def restart(down_s: float) -> None:  # stop (fast), stay down down_s seconds, start again
+        as_postgres(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        time.sleep(down_s)
+        as_postgres(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log),
+                    "-w", "start")  # fmt: skip
+
+    _restarts[uri] = restart
     try:
         as_postgres(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "mlflow")
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/mlflow"
+        yield uri
     finally:
+        _restarts.pop(uri, None)
         as_postgres(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -8,13 +8,23 @@ in one transaction (up to 20,000 points; the rows built by C loops over the queu
 :func:`.bulk.step_params`, so the thread holds the GIL for little more than the driver's
 binding); otherwise with ``log_batch`` per run (at most 1,000 points a request). Each batch
 also moves every run's ``dynsweep.logged_step`` tag to the last step whose points are all
-stored, so a retried attempt can skip what is already there. A batch that fails (after retries
-on a locked database) is logged when it fails and raised by the next ``flush``.
+stored, so a retried attempt can skip what is already there.
+
+Back-pressure: at most ``max_pending`` points (:data:`MAX_PENDING`; ~60 bytes each as queued in
+steps of 20 values, measured with tracemalloc: ~12 MB) wait in the queue, plus the one batch in
+flight; a ``put`` that would pass the bound waits for the store (training waits, no point is
+dropped), and the first wait logs one WARNING with the backlog. A batch the store refuses is
+kept and sent again (a point is stored once: the SQL path writes a batch in one transaction,
+MLflow's ``log_batch`` skips points it already holds) until the store has been failing for
+:data:`RETRY_FOR_S` seconds (``DYNSWEEP_TRACKING_RETRY_S``); then the sender stops with one
+error naming the store and what to do, raised by the next ``put`` or ``flush``, and every point
+stored so far stays.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -30,14 +40,21 @@ from tracking.store import MAX_METRICS, STEP_TAG, _retry
 log = logging.getLogger(__name__)
 
 SEND_EVERY_S = 1.0
-MAX_PENDING = 200_000  # points buffered before put waits for the store
+MAX_PENDING = 200_000  # points queued before put waits for the store
+RETRY_FOR_S = 600.0  # a store failing this long stops the sender (DYNSWEEP_TRACKING_RETRY_S)
 
 Entry = tuple[str, int, int, dict[str, float]]  # run id, step, timestamp (ms), values
 
 
 class MetricSender:
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, max_pending: int = MAX_PENDING) -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending: expected a positive number of points: {max_pending}")
         self.uri = uri
+        self.max_pending = max_pending
+        self.peak = 0  # most points ever queued at once (≤ max_pending, or one larger step)
+        self.waited_s = 0.0  # time put spent waiting for the store
+        self._warned = False
         self.client = MlflowClient(uri)
         self._sql = sql_store(uri)  # None: log_batch (a server, or logged why not)
         self._batch_max = BULK_MAX if self._sql is not None else MAX_METRICS - 1
@@ -55,14 +72,40 @@ class MetricSender:
     def put(self, run_id: str, step: int, metrics: dict[str, float]) -> None:
         """Queue values of ``step``; returns at once (unless the store is far behind)."""
         entry = (run_id, step, int(time.time() * 1000), dict(metrics))
+        n = len(entry[3])
         with self._cond:
-            while self._points > MAX_PENDING and self._error is None:
-                self._cond.wait(0.1)
+            # A step that alone is larger than the bound goes into an empty queue.
+            if self._points and self._points + n > self.max_pending and self._error is None:
+                self._wait_for_room(n)
+            if self._error is not None:
+                raise self._failure()
             self._pending.append(entry)
             self._queued[run_id, step] = self._queued.get((run_id, step), 0) + 1
-            self._points += len(entry[3])
+            self._points += n
+            self.peak = max(self.peak, self._points)
             if self._points >= self._batch_max:
                 self._cond.notify_all()
+
+    def _wait_for_room(self, n: int) -> None:
+        """Wait (lock held) until ``n`` more points fit under the bound; warn once."""
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "the tracking store %s is slower than this trial: %d points queued (the bound, "
+                "max_pending = %d); training waits until the store has taken them",
+                redact(self.uri), self._points, self.max_pending,
+            )  # fmt: skip
+        start = time.monotonic()
+        while self._points and self._points + n > self.max_pending and self._error is None:
+            self._cond.notify_all()  # a full batch is ready
+            self._cond.wait(0.1)
+        self.waited_s += time.monotonic() - start
+
+    def _failure(self) -> RuntimeError:
+        error = self._error
+        return RuntimeError(
+            f"logging metrics to the tracking store {redact(self.uri)} failed: {redact(str(error))}"
+        )
 
     def flush(self) -> None:
         """Send every queued point now and wait until the store has them."""
@@ -72,8 +115,7 @@ class MetricSender:
             while (self._pending or self._inflight) and self._error is None:
                 self._cond.wait(0.05)
         if self._error is not None:
-            error, self._error = self._error, None
-            raise RuntimeError(f"logging metrics to {self.uri} failed: {error}") from error
+            raise self._failure() from self._error
 
     def close(self) -> None:
         """Flush and stop the sender thread."""
@@ -96,6 +138,9 @@ class MetricSender:
                     if remaining <= 0:
                         break
                     self._cond.wait(remaining)
+                if self._error is not None:  # stopped: nothing more is sent
+                    self._cond.notify_all()
+                    return
                 if not self._pending:
                     self._urgent = False
                     self._cond.notify_all()
@@ -106,9 +151,8 @@ class MetricSender:
                 taken, watermarks = self._take()
                 self._inflight += 1
             try:
-                _retry(lambda t=taken, w=watermarks: self._send(t, w))
+                self._send_until_stored(taken, watermarks)
             except BaseException as exc:
-                log.warning("logging metrics to %s failed: %s", redact(self.uri), redact(str(exc)))
                 with self._cond:
                     self._error = exc
             finally:
@@ -116,6 +160,36 @@ class MetricSender:
                 with self._cond:
                     self._inflight -= 1
                     self._cond.notify_all()
+
+    def _send_until_stored(self, taken, watermarks) -> None:
+        """Send one batch; while the store refuses it, send it again (with a growing pause) for
+        up to :data:`RETRY_FOR_S` seconds of failures, then raise :class:`StoreUnavailable`."""
+        retry_for = float(os.environ.get("DYNSWEEP_TRACKING_RETRY_S", RETRY_FOR_S))
+        first_failure, pause = None, 0.5
+        while True:
+            try:
+                _retry(lambda: self._send(taken, watermarks))
+                if first_failure is not None:
+                    log.warning(
+                        "the tracking store %s accepts metrics again after %.0f s",
+                        redact(self.uri), time.monotonic() - first_failure,
+                    )  # fmt: skip
+                return
+            except Exception as exc:
+                if _permanent(exc):  # sending again cannot help (a bad value, a deleted run)
+                    raise
+                now = time.monotonic()
+                if first_failure is None:
+                    first_failure = now
+                    log.warning(
+                        "the tracking store %s refused metrics (%s); %d points queued, sending "
+                        "again for up to %.0f s",
+                        redact(self.uri), redact(str(exc))[:300], self._points, retry_for,
+                    )  # fmt: skip
+                if now - first_failure >= retry_for:
+                    raise StoreUnavailable(self.uri, now - first_failure, exc) from exc
+            time.sleep(pause)
+            pause = min(pause * 2, 10.0)
 
     def _take(self) -> tuple[dict[str, list[Step]], dict[str, str]]:
         """Up to one batch of queued points by run, as ``(step, timestamp, values)`` (whole
@@ -158,3 +232,28 @@ class MetricSender:
             ]
             tags = [RunTag(STEP_TAG, watermarks[run_id])]
             self.client.log_batch(run_id, metrics=metrics, tags=tags)
+
+
+_PERMANENT = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "INVALID_STATE",
+              "PERMISSION_DENIED", "UNAUTHENTICATED"}  # fmt: skip
+
+
+def _permanent(exc: Exception) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, MlflowException):
+        return exc.error_code in _PERMANENT
+    return isinstance(exc, (ValueError, TypeError))
+
+
+class StoreUnavailable(Exception):
+    """The tracking store refused metrics for longer than the sender retries."""
+
+    def __init__(self, uri: str, seconds: float, cause: BaseException) -> None:
+        where = "tracking server" if uri.startswith(("http://", "https://")) else "database"
+        super().__init__(
+            f"the {where} {redact(uri)} did not accept metrics for {seconds:.0f} s "
+            f"(last error: {redact(str(cause))[:300]}). Every step before the unsent ones is "
+            f"stored (tag dynsweep.logged_step). Start the {where} again, then "
+            f"`dynsweep resume` the sweep; set DYNSWEEP_TRACKING_RETRY_S to wait longer"
+        )
