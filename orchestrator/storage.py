@@ -25,6 +25,14 @@ import pyarrow.fs as pafs
 
 from dynsweep.errors import ConfigError
 
+# How long an S3 request may go without a byte moving before it is abandoned (the AWS SDK's
+# default is 3 s), and tried again (3 tries in all). An S3 server unreachable for 30 s (a
+# network partition, a restarting MinIO) then stalls a checkpoint upload, or the driver's save of
+# Tune's state, until it answers again, instead of failing the trial after ~10 s; a store that
+# stays away longer than ~3 minutes fails the trial (see ``storage_failure``). A slow transfer
+# is not cut: only one where nothing arrives for this long.
+S3_STALL_S = float(os.environ.get("DYNSWEEP_S3_STALL_S", 60))
+
 
 def is_uri(location: str) -> bool:
     """A ``scheme://`` location other than a local ``file://`` one."""
@@ -43,6 +51,10 @@ def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
             f"storage: cannot use {describe(location)!r}: expected a folder or a URI such as "
             f"s3://bucket/prefix or gs://bucket/prefix ({exc})"
         ) from None
+    if isinstance(fs, pafs.S3FileSystem):  # pickled with it, so Tune's trials get it too
+        options = fs.__reduce__()[1][0]
+        if (options.get("request_timeout") or -1) < 0:  # -1: the SDK's default
+            fs = pafs.S3FileSystem._reconstruct({**options, "request_timeout": S3_STALL_S})
     return fs, path.rstrip("/")
 
 
