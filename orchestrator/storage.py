@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import pyarrow.fs as pafs
 
 from dynsweep.errors import ConfigError
+from tracking.secrets import redact
 
 # How long an S3 request may go without a byte moving before it is abandoned (the AWS SDK's
 # default is 3 s), and tried again (3 tries in all). An S3 server unreachable for 30 s (a
@@ -136,6 +137,23 @@ class SweepFolder:
         """A file of this filesystem (a path from :meth:`list`) read into memory."""
         with self.fs.open_input_stream(path) as stream:
             return io.BytesIO(stream.read())
+
+
+class StorageUnreachable(RuntimeError):
+    """The sweep's object store did not answer (retried: Tune may still retry the trial)."""
+
+
+def unreachable(location: str, exc: BaseException) -> BaseException:
+    """``exc`` as one clear error when it is an S3 store that did not answer, else ``exc``."""
+    if not is_uri(location) or "AWS Error NETWORK_CONNECTION" not in str(exc):
+        return exc
+    where = redact(describe(location))
+    return StorageUnreachable(
+        f"the S3 storage {where} did not answer (each request tried 3 times, each given up after "
+        f"DYNSWEEP_S3_STALL_S seconds without a byte, 60 by default): nothing already stored there "
+        f"is lost; when it is reachable again, run `dynsweep resume {where}` to continue each "
+        f"unfinished trial from its newest checkpoint ({redact(str(exc))})"
+    )
 
 
 def describe(location: str) -> str:
