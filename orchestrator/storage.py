@@ -150,9 +150,11 @@ def unreachable(location: str, exc: BaseException) -> BaseException:
     where = redact(describe(location))
     return StorageUnreachable(
         f"the S3 storage {where} did not answer (each request tried 3 times, each given up after "
-        f"DYNSWEEP_S3_STALL_S seconds without a byte, 60 by default): nothing already stored there "
-        f"is lost; when it is reachable again, run `dynsweep resume {where}` to continue each "
-        f"unfinished trial from its newest checkpoint ({redact(str(exc))})"
+        f"DYNSWEEP_S3_STALL_S seconds without a byte, 60 by default): what is already stored is "
+        f"kept (metrics, and checkpoints in S3), this trial stops. Make S3 reachable; Tune retries "
+        f"the trial from its newest checkpoint up to `max_failures` times; a sweep whose driver "
+        f"stopped continues with `dynsweep resume {where}` (a trial that ended FAILED is not run "
+        f"again by it) ({redact(str(exc))})"
     )
 
 

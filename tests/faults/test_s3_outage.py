@@ -115,7 +115,7 @@ def test_s3_unreachable_for_longer_than_its_timeouts_fails_the_trial_clearly(wor
         error = c.data.tags["dynsweep.error"]
         assert "the S3 storage s3://testing:***@dynsweep/sweeps/t-" in error, error
         assert "testing:testing" not in error, error  # the URI's secret key is masked
-        assert "dynsweep resume s3://" in error and "nothing already stored" in error, error
+        assert "dynsweep resume s3://" in error and "already stored is kept" in error, error
         # What was logged before the failure is kept, each step once.
         steps = history(client, c.info.run_id, "train/loss")
         assert steps and sorted(steps) == list(range(1, max(steps) + 1)), c.info.run_name
