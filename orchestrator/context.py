@@ -27,6 +27,7 @@ from dynsweep.errors import DataError, TrialFailure
 from orchestrator import space
 from orchestrator.checkpoints import resume_state, state_file
 from orchestrator.spec import ExperimentSpec
+from orchestrator.storage import unreachable
 from tracking import TrialRun
 from tracking import tags as tag
 from tracking.members import MemberSpec, open_members
@@ -285,9 +286,10 @@ def resumable_state(setup: SweepSetup, trial_id: str, run: TrialRun) -> dict[str
     return state
 
 
-def train(trainer, ctx, spec: ExperimentSpec, resume, attempt: int) -> None:
+def train(trainer, ctx, spec: ExperimentSpec, resume, attempt: int, sweep_dir: str = "") -> None:
     """Run the loop in ``ctx`` (a :class:`TrialContext` or a pack's context); on failure end
-    the run(s) (rank 0) with the right status."""
+    the run(s) (rank 0) with the right status (an S3 ``sweep_dir`` that did not answer: one
+    error that says so and what to do)."""
     ctx.required = (spec.metric, *(spec.search.objectives or {}))
     ctx.curves = spec.loop.learning_curves
     loop = spec.loop if ctx.parallel.chief else spec.loop.model_copy(update={"record": ()})
@@ -302,7 +304,10 @@ def train(trainer, ctx, spec: ExperimentSpec, resume, attempt: int) -> None:
         ctx.flush()
         raise
     except BaseException as exc:
-        ctx.end("FAILED", f"{type(exc).__name__}: {exc}")
-        raise
+        error = unreachable(sweep_dir, exc) if isinstance(exc, OSError) else exc
+        ctx.end("FAILED", f"{type(error).__name__}: {error}")
+        if error is exc:
+            raise
+        raise error from None
     finally:
         shutil.rmtree(ctx.workdir, ignore_errors=True)

@@ -72,7 +72,7 @@ def train_worker(job: dict[str, Any]) -> None:
         ray.train.torch.get_device(),
         parallel=parallel,
     )
-    train(trainer_cls(config), ctx, spec, resume, attempt)
+    train(trainer_cls(config), ctx, spec, resume, attempt, setup.sweep_dir)
 
 
 def run_distributed(setup: SweepSetup, header: dict[str, Any], run: TrialRun) -> None:

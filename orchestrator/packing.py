@@ -223,4 +223,4 @@ def run_pack_trial(setup: SweepSetup, points: list[Point]) -> None:
     state = resumable_state(setup, trial_id, runs[0])
     resume = state["loop"] if state is not None else None
     seeds = [m.seed for m in members]
-    train(packed_class(cls)(configs, seeds), ctx, spec, resume, runs[0].attempt)
+    train(packed_class(cls)(configs, seeds), ctx, spec, resume, runs[0].attempt, setup.sweep_dir)

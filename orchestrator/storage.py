@@ -24,6 +24,15 @@ from urllib.parse import urlsplit
 import pyarrow.fs as pafs
 
 from dynsweep.errors import ConfigError
+from tracking.secrets import redact
+
+# How long an S3 request may go without a byte moving before it is abandoned (the AWS SDK's
+# default is 3 s), and tried again (3 tries in all). An S3 server unreachable for 30 s (a
+# network partition, a restarting MinIO) then stalls a checkpoint upload, or the driver's save of
+# Tune's state, until it answers again, instead of failing the trial after ~10 s; a store that
+# stays away longer than ~3 minutes fails the trial (see ``storage_failure``). A slow transfer
+# is not cut: only one where nothing arrives for this long.
+S3_STALL_S = float(os.environ.get("DYNSWEEP_S3_STALL_S", 60))
 
 
 def is_uri(location: str) -> bool:
@@ -43,6 +52,10 @@ def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
             f"storage: cannot use {describe(location)!r}: expected a folder or a URI such as "
             f"s3://bucket/prefix or gs://bucket/prefix ({exc})"
         ) from None
+    if isinstance(fs, pafs.S3FileSystem):  # pickled with it, so Tune's trials get it too
+        options = fs.__reduce__()[1][0]
+        if (options.get("request_timeout") or -1) < 0:  # -1: the SDK's default
+            fs = pafs.S3FileSystem._reconstruct({**options, "request_timeout": S3_STALL_S})
     return fs, path.rstrip("/")
 
 
@@ -124,6 +137,25 @@ class SweepFolder:
         """A file of this filesystem (a path from :meth:`list`) read into memory."""
         with self.fs.open_input_stream(path) as stream:
             return io.BytesIO(stream.read())
+
+
+class StorageUnreachable(RuntimeError):
+    """The sweep's object store did not answer (retried: Tune may still retry the trial)."""
+
+
+def unreachable(location: str, exc: BaseException) -> BaseException:
+    """``exc`` as one clear error when it is an S3 store that did not answer, else ``exc``."""
+    if not is_uri(location) or "AWS Error NETWORK_CONNECTION" not in str(exc):
+        return exc
+    where = redact(describe(location))
+    return StorageUnreachable(
+        f"the S3 storage {where} did not answer (each request tried 3 times, each given up after "
+        f"DYNSWEEP_S3_STALL_S seconds without a byte, 60 by default): what is already stored is "
+        f"kept (metrics, and checkpoints in S3), this trial stops. Make S3 reachable; Tune retries "
+        f"the trial from its newest checkpoint up to `max_failures` times; a sweep whose driver "
+        f"stopped continues with `dynsweep resume {where}` (a trial that ended FAILED is not run "
+        f"again by it) ({redact(str(exc))})"
+    )
 
 
 def describe(location: str) -> str:

@@ -27,6 +27,7 @@ from orchestrator.context import (
     train,
     trial_device,
 )
+from orchestrator.storage import unreachable
 from tracking import tags as tag
 from trainers import get_trainer_class
 
@@ -85,14 +86,20 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
     # the Tune trial folder, which Tune copies to its storage (that would store them twice).
     workdir = Path(tempfile.mkdtemp(prefix=f"dynsweep-{trial_id}-"))
     ctx = TrialContext(run, point.seed, workdir, Path(setup.data_dir), header, trial_device(spec))
-    train(trainer_cls(config), ctx, spec, resume, attempt)
+    train(trainer_cls(config), ctx, spec, resume, attempt, setup.sweep_dir)
 
 
 def make_trainable(setup: SweepSetup):
     """The Tune trainable of a sweep, with the per-trial resources of its spec."""
 
     def dynsweep_trial(params: dict[str, Any]) -> None:
-        run_trial(setup, params)
+        try:
+            run_trial(setup, params)
+        except OSError as exc:  # a checkpoint upload or download that S3 did not answer
+            error = unreachable(setup.sweep_dir, exc)
+            if error is exc:
+                raise
+            raise error from None
 
     res = setup.spec.resources
     if res.distributed:

@@ -58,6 +58,7 @@ def _stop(proc: subprocess.Popen, timeout: float = 30) -> None:
 
 
 _restarts = {}  # URI of a running postgres() → its restart function
+_s3_servers: dict[str, subprocess.Popen] = {}  # endpoint of a running s3_server() → its process
 
 
 def restart_postgres(uri: str, down_s: float = 0.0) -> None:
@@ -122,9 +123,25 @@ def s3_server(bucket: str = "dynsweep"):
 
         client = boto3.client("s3", endpoint_url=endpoint, **_boto_credentials())
         client.create_bucket(Bucket=bucket)
+        _s3_servers[endpoint] = proc
         yield endpoint
     finally:
+        _s3_servers.pop(endpoint, None)
+        with suppress(ProcessLookupError):  # a paused server could not stop
+            os.killpg(proc.pid, signal.SIGCONT)
         _stop(proc)
+
+
+def pause_s3(endpoint: str, seconds: float) -> None:
+    """Make the S3 server at ``endpoint`` unreachable for ``seconds`` (SIGSTOP, then SIGCONT):
+    connections are accepted by the kernel but never answered, as in a network partition; the
+    server keeps its objects (it holds them in memory only, so it is not restarted)."""
+    proc = _s3_servers[endpoint]
+    os.killpg(proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        os.killpg(proc.pid, signal.SIGCONT)
 
 
 def _boto_credentials() -> dict[str, str]:
