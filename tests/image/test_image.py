@@ -152,6 +152,10 @@ def test_the_launcher_start_commands_run_in_the_image(tag, tmp_path, name):
     worker_script = launcher_commands(name, "worker", ports)
     assert "ray stop" in head_script  # each container has its own PID namespace
     with containers(tag, 2, {"RAY_AUTH_MODE": "disabled"}) as (head, worker):
+        # The launchers' `ray stop` must stop only the container's own Ray, never the host's:
+        # refuse to run it unless the container sees only its own processes.
+        seen = head.run("ls /proc | grep -c '^[0-9]'").stdout.split()
+        assert seen and int(seen[0]) < 20, f"no private PID namespace: {seen}"
         # The launcher runs each command and keeps the container; so does `sleep infinity`.
         head.start(head_script + "\nsleep infinity", tmp_path / "head.log")
         wait_for_url(f"http://127.0.0.1:{ports['server']}/health", 180)
