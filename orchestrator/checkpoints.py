@@ -2,19 +2,25 @@
 
 A trial checkpoint is one file, ``state.pt`` (``state-rankN.pt`` for other ranks of a
 distributed trial), loadable with ``torch.load(weights_only=True)``:
-``{"loop": {"trainer", "step", "elapsed_s"}, "trial_id", "run_id", "trainer", "config"}``.
+``{"loop": {"trainer", "step", "elapsed_s"}, "trial_id", "run_id", "trainer", "config",
+"id", "origins"}``: ``id`` names this checkpoint, ``origins`` the other trials' checkpoints
+that the trial's line of states was restored from (PBT exploits), oldest first.
 
 Tune names the checkpoint to restore in its experiment state, which it saves every ~10 s.
 After the driver is killed, that state can be behind the files: it may name an older
 checkpoint, one already deleted, or none at all (the trial looks unstarted and gets a new
 folder). So a trial resumes from the newest readable checkpoint file of its folders in the
-sweep folder, and uses Tune's checkpoint only where those folders cannot be seen.
+sweep folder, and uses Tune's checkpoint only where those folders cannot be seen, or where
+it is another trial's that the trial's own newest file does not descend from (a PBT exploit
+that the trial had not yet trained on; one that it had is an old exploit, Tune's state
+being behind).
 """
 
 from __future__ import annotations
 
 import logging
 import posixpath
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +34,26 @@ from orchestrator.storage import SweepFolder
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
+
+
+MAX_ORIGINS = 64  # exploits remembered per line of states (each a 32-character id)
+
+
+def checkpoint_state(header: dict[str, Any], loop: dict[str, Any]) -> dict[str, Any]:
+    """The contents of a new checkpoint file: ``header`` (the trial's, with its ``origins``)
+    and the loop's state, under a new ``id``."""
+    return {**header, "id": uuid.uuid4().hex, "loop": loop}
+
+
+def lineage(state: dict[str, Any] | None, trial_id: str) -> list[str]:
+    """The ``origins`` of the checkpoints a trial saves after resuming from ``state``: those of
+    ``state``, and ``state`` itself when it is another trial's (a PBT exploit)."""
+    if state is None:
+        return []
+    origins = list(state.get("origins", []))
+    if state.get("trial_id") != trial_id and state.get("id"):
+        origins.append(state["id"])
+    return origins[-MAX_ORIGINS:]
 
 
 def state_file(rank: int) -> str:
@@ -72,29 +98,42 @@ def on_disk(sweep_dir: str, trial_id: str) -> tuple[SweepFolder | None, list[str
     return folder, [info.path for info in files]
 
 
-def resume_state(sweep_dir: str, trial_id: str) -> tuple[dict[str, Any] | None, list[str]]:
+def resume_state(
+    sweep_dir: str, trial_id: str, checkpoint: tune.Checkpoint | None = None
+) -> tuple[dict[str, Any] | None, list[str]]:
     """(the state to resume ``trial_id`` from or None, the damaged files passed over).
 
-    Tune's checkpoint when it is another trial's (a PBT exploit) or when the sweep folder
-    cannot be seen; else the newest readable file of the trial's own folders. A damaged newest
-    file (a process killed while Tune copied it) is passed over for the one before it, and
-    named in the second value; if every file is damaged the error names them.
+    ``checkpoint``: the one Tune restores (default: ``tune.get_checkpoint()``). It is used
+    when the trial's own files cannot be seen, or when it is another trial's (a PBT exploit)
+    that the newest of them does not descend from; else the newest readable file of the
+    trial's own folders. A damaged newest file (a process killed while Tune copied it) is
+    passed over for the one before it, and named in the second value; if every file is
+    damaged the error names them.
     """
-    checkpoint = tune.get_checkpoint()
+    checkpoint = checkpoint or tune.get_checkpoint()
     own = f"trial_{trial_id}"
     folder, files = on_disk(sweep_dir, trial_id)
+    foreign = None
     if checkpoint is not None:
         owner = Path(checkpoint.path).parent.name  # the trial folder Tune restores from
         if not files or (owner != own and not owner.startswith(own + "_")):
             with checkpoint.as_directory() as local:
-                return load_state(Path(local) / STATE_FILE), []
+                foreign = load_state(Path(local) / STATE_FILE)
+            if not files:
+                return foreign, []
     damaged: list[str] = []
     for path in files:
         try:
-            return load_state(path, folder), damaged
+            state = load_state(path, folder)
         except DataError as exc:
             log.warning("%s; resuming from an older checkpoint", exc)
             damaged.append(str(exc))
+            continue
+        if foreign is not None and foreign.get("id") not in state.get("origins", []):
+            return foreign, damaged  # exploited since this file was saved: go on from there
+        return state, damaged
+    if foreign is not None:
+        return foreign, damaged
     if damaged:
         raise DataError("no readable checkpoint to resume from: " + "; ".join(damaged))
     return None, []

@@ -25,7 +25,7 @@ from ray import tune
 import tracking
 from dynsweep.errors import DataError, TrialFailure
 from orchestrator import space
-from orchestrator.checkpoints import resume_state, state_file
+from orchestrator.checkpoints import checkpoint_state, resume_state, state_file
 from orchestrator.spec import ExperimentSpec
 from orchestrator.storage import unreachable
 from tracking import TrialRun
@@ -200,7 +200,7 @@ class TrialContext:
         if self.run is not None:
             self.run.flush()  # a checkpoint is a durability point: its metrics are stored first
         with tempfile.TemporaryDirectory(prefix="dynsweep-ckpt-") as tmp:
-            torch.save({**self.header, "loop": checkpoint}, Path(tmp) / self.state_file)
+            torch.save(checkpoint_state(self.header, checkpoint), Path(tmp) / self.state_file)
             self._send(result, Path(tmp))
 
     def _send(self, result: dict[str, Any], folder: Path | None) -> None:

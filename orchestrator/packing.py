@@ -21,6 +21,7 @@ from ray import tune
 
 from dynsweep.errors import TrialFailure
 from orchestrator import space
+from orchestrator.checkpoints import STATE_FILE, checkpoint_state, lineage
 from orchestrator.context import (
     SweepSetup,
     TrialContext,
@@ -129,7 +130,7 @@ class PackContext:
             return
         self.sender.flush()  # a checkpoint is a durability point: its metrics are stored first
         with tempfile.TemporaryDirectory(prefix="dynsweep-ckpt-") as tmp:
-            torch.save({**self.header, "loop": checkpoint}, Path(tmp) / "state.pt")
+            torch.save(checkpoint_state(self.header, checkpoint), Path(tmp) / STATE_FILE)
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
 
     def finish(self, result: FitResult, checkpoint: dict, export: list[dict]) -> None:
@@ -213,14 +214,15 @@ def run_pack_trial(setup: SweepSetup, points: list[Point]) -> None:
         TrialContext(run, m.seed, workdir / f"member{i}", data_dir, m.header(run.run_id), device)
         for i, (run, m) in enumerate(zip(runs, members))
     ]
+    state = resumable_state(setup, trial_id, runs[0])
     header = {
         "trial_id": trial_id,
         "trainer": spec.trainer,
         "members": [c.header for c in contexts],
+        "origins": lineage(state, trial_id),
     }
     close_failed_members(contexts)
     ctx = PackContext(contexts, sender, setup.uri, workdir, data_dir, header, device)
-    state = resumable_state(setup, trial_id, runs[0])
     resume = state["loop"] if state is not None else None
     seeds = [m.seed for m in members]
     train(packed_class(cls)(configs, seeds), ctx, spec, resume, runs[0].attempt, setup.sweep_dir)

@@ -16,6 +16,7 @@ from typing import Any
 from ray import tune
 
 from dynsweep.errors import TrialFailure
+from orchestrator.checkpoints import lineage
 from orchestrator.context import (
     SweepSetup,
     TrialContext,
@@ -63,16 +64,16 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
         run.finish("FAILED", run.fatal_error, fatal=True)
         raise TrialFailure(run.fatal_error)
 
-    header = point.header(run.run_id)
     if spec.resources.distributed:
         from orchestrator.distributed import run_distributed
 
         run.close()  # rank 0 of the workers logs from here on
-        run_distributed(setup, header, run)
+        run_distributed(setup, point.header(run.run_id), run)
         return
 
     # (read here, not earlier: a distributed trial's workers read their own checkpoints)
     state = state or resumable_state(setup, trial_id, run)
+    header = {**point.header(run.run_id), "origins": lineage(state, trial_id)}
     resume, attempt = None, 0
     if state is not None:
         resume = state["loop"]
