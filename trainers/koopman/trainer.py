@@ -258,18 +258,25 @@ class KoopmanTrainer(Trainer):
 
     @torch.no_grad()
     def rollout_accuracy(self, part: str = "test") -> list[float]:
-        """Oracle accuracy after t = 1..T steps. ``reencode`` (kooplearn's protocol): each step
-        encodes the current image, predicts the next one and decodes; ``latent``: z ↦ z K^t."""
+        """Oracle accuracy after t = 1..T steps (the mean of :meth:`rollout_hits`)."""
+        return [float(hits.float().mean()) for hits in self.rollout_hits(part)]
+
+    @torch.no_grad()
+    def rollout_hits(self, part: str = "test") -> torch.Tensor:
+        """[T, N]: whether the oracle reads the right digit in the image predicted t = 1..T
+        steps ahead of each of the part's N images. ``reencode`` (kooplearn's protocol): each
+        step encodes the current image, predicts the next one and decodes; ``latent``:
+        z ↦ z K^t."""
         x, y = self.data[part]
-        z, c, acc = self.features(x), self.config.classes, []
+        z, c, hits = self.features(x), self.config.classes, []
         for t in range(1, self.config.rollout_steps + 1):
             image = self.predict_image(z)
             if self.config.clamp:
                 image = image.clamp(0, 1)
             z = self.features(image) if self.config.rollout == "reencode" else z @ self.K
             predicted = self.oracle(image)[:, :c].argmax(1)
-            acc.append(float((predicted == (y + t) % c).float().mean()))
-        return acc
+            hits.append(predicted == (y + t) % c)
+        return torch.stack(hits)
 
     # --- the loop's contract ---------------------------------------------------------------
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
