@@ -11,9 +11,9 @@ After the driver is killed, that state can be behind the files: it may name an o
 checkpoint, one already deleted, or none at all (the trial looks unstarted and gets a new
 folder). So a trial resumes from the newest readable checkpoint file of its folders in the
 sweep folder, and uses Tune's checkpoint only where those folders cannot be seen, or where
-it is another trial's that the trial's own newest file does not descend from (a PBT exploit
-that the trial had not yet trained on; one that it had is an old exploit, Tune's state
-being behind).
+it is another trial's (a PBT exploit) — unless the trial's own newest file descends from
+it and has the trial's config of now: then Tune's state is behind, naming an exploit the
+trial has trained on since (a new exploit of the same checkpoint perturbs the config).
 """
 
 from __future__ import annotations
@@ -98,17 +98,31 @@ def on_disk(sweep_dir: str, trial_id: str) -> tuple[SweepFolder | None, list[str
     return folder, [info.path for info in files]
 
 
+def _trained_past(
+    own: dict[str, Any], foreign: dict[str, Any], config: dict[str, Any] | None
+) -> bool:
+    """Whether the trial's ``own`` checkpoint was saved after it was restored from the other
+    trial's ``foreign`` one, with the config it runs with now (``None``: not compared)."""
+    descends = foreign.get("id") is not None and foreign["id"] in own.get("origins", [])
+    return descends and (config is None or own.get("config") == config)
+
+
 def resume_state(
-    sweep_dir: str, trial_id: str, checkpoint: tune.Checkpoint | None = None
+    sweep_dir: str,
+    trial_id: str,
+    checkpoint: tune.Checkpoint | None = None,
+    config: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """(the state to resume ``trial_id`` from or None, the damaged files passed over).
 
     ``checkpoint``: the one Tune restores (default: ``tune.get_checkpoint()``). It is used
-    when the trial's own files cannot be seen, or when it is another trial's (a PBT exploit)
-    that the newest of them does not descend from; else the newest readable file of the
-    trial's own folders. A damaged newest file (a process killed while Tune copied it) is
-    passed over for the one before it, and named in the second value; if every file is
-    damaged the error names them.
+    when the trial's own files cannot be seen, or when it is another trial's (a PBT exploit),
+    unless the newest of the trial's own files descends from it and was trained with the
+    trial's ``config`` of now (then Tune's state is older than that file: the driver was
+    killed before Tune saved again; a new exploit of the same checkpoint brings a perturbed
+    config). Else the newest readable file of the trial's own folders. A damaged newest file
+    (a process killed while Tune copied it) is passed over for the one before it, and named
+    in the second value; if every file is damaged the error names them.
     """
     checkpoint = checkpoint or tune.get_checkpoint()
     own = f"trial_{trial_id}"
@@ -129,9 +143,9 @@ def resume_state(
             log.warning("%s; resuming from an older checkpoint", exc)
             damaged.append(str(exc))
             continue
-        if foreign is not None and foreign.get("id") not in state.get("origins", []):
-            return foreign, damaged  # exploited since this file was saved: go on from there
-        return state, damaged
+        if foreign is None or _trained_past(state, foreign, config):
+            return state, damaged
+        return foreign, damaged  # exploited since this file was saved: go on from there
     if foreign is not None:
         return foreign, damaged
     if damaged:

@@ -274,10 +274,13 @@ def report_finished(*runs: TrialRun) -> None:
     tune.report({**result, "step": step, "mlflow_run_id": ids, "mlflow_run_closed": True})
 
 
-def resumable_state(setup: SweepSetup, trial_id: str, run: TrialRun) -> dict[str, Any] | None:
-    """The checkpoint state to resume from; damaged files passed over are noted on the run."""
+def resumable_state(
+    setup: SweepSetup, trial_id: str, run: TrialRun, config: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The checkpoint state to resume from (see :func:`resume_state`: ``config`` is the
+    trial's now); damaged files passed over are noted on the run."""
     try:
-        state, damaged = resume_state(setup.sweep_dir, trial_id)
+        state, damaged = resume_state(setup.sweep_dir, trial_id, config=config)
     except DataError as exc:  # nothing readable: fail, naming the files, keeping what was logged
         run.finish("FAILED", str(exc), fatal=True)
         raise

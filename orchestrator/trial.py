@@ -55,7 +55,7 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
     (run,) = open_runs(setup.uri, setup.experiment_id, setup.parent_run_id, [point], setup.tags)
     state = None
     if run.final is not None:  # the run had finished (see TrialRun.continue_run)
-        state = resumable_state(setup, trial_id, run)
+        state = resumable_state(setup, trial_id, run, point.config)
         if state is None or state.get("trial_id") == trial_id:
             report_finished(run)  # ...before the driver died: nothing more to train
             return
@@ -72,7 +72,7 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
         return
 
     # (read here, not earlier: a distributed trial's workers read their own checkpoints)
-    state = state or resumable_state(setup, trial_id, run)
+    state = state or resumable_state(setup, trial_id, run, point.config)
     header = {**point.header(run.run_id), "origins": lineage(state, trial_id)}
     resume, attempt = None, 0
     if state is not None:

@@ -4,7 +4,8 @@ Tune saves its experiment state every ~10 s, so after the driver is killed it ca
 the other trial's checkpoint that PBT restored a trial from long before, although the trial
 trained on and saved its own checkpoints since. Each checkpoint records the other trials'
 checkpoints its line of states came from (``origins``), so the trial's own newest file wins
-over an exploit it already trained on, and a fresh exploit wins over the trial's own files.
+over an exploit it already trained on with the config of now, and a fresh exploit (or the
+same checkpoint again, with a perturbed config) wins over the trial's own files.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ def save(root: Path, trial: str, index: int, state: dict) -> Path:
     return folder
 
 
-def header(trial: str, origins: list[str]) -> dict:
-    return {"trial_id": trial, "run_id": "r", "origins": origins}
+def header(trial: str, origins: list[str], x: float = 0.5) -> dict:
+    return {"trial_id": trial, "run_id": "r", "config": {"x": x}, "origins": origins}
 
 
 def test_a_new_checkpoint_has_its_own_id_and_keeps_the_header():
@@ -50,8 +51,13 @@ def test_tunes_stale_exploit_loses_to_the_trials_own_newer_checkpoint(tmp_path):
     source = save(tmp_path, B, 2, exploited)
     save(tmp_path, A, 2, checkpoint_state(header(A, []), {"step": 8}))  # before the exploit
     save(tmp_path, A, 4, checkpoint_state(header(A, lineage(exploited, A)), {"step": 24}))
-    state, damaged = resume_state(str(tmp_path), A, tune.Checkpoint.from_directory(source))
+    checkpoint = tune.Checkpoint.from_directory(source)
+    state, damaged = resume_state(str(tmp_path), A, checkpoint, config={"x": 0.5})
     assert (state["trial_id"], state["loop"]["step"], damaged) == (A, 24, [])
+    # PBT exploits the same checkpoint again (its source has not saved since): a perturbed
+    # config says so, and the trial goes on from that checkpoint.
+    state, _ = resume_state(str(tmp_path), A, checkpoint, config={"x": 0.6})
+    assert (state["trial_id"], state["loop"]["step"]) == (B, 12)
 
 
 def test_a_fresh_exploit_wins_over_the_trials_own_checkpoints(tmp_path):
