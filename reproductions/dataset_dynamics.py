@@ -262,6 +262,39 @@ def _field(run, uri: str) -> dict | None:
     return json.loads(Path(path).read_text())
 
 
+def pde_sensitivity(data_dir: str, parts: int = 2) -> list[str]:
+    """How much the dataset PDE's coefficients move with the images the field is made of: the
+    config's fit (p = 1, half-width 1) on all training images and on ``parts`` disjoint parts
+    of them. Markdown: per number of terms and term, the original's coefficient and each
+    fit's."""
+    import torch
+
+    from analysis.dataset_pde import DatasetPDE
+    from trainers.autoencoder import spectra
+    from trainers.data import load_dataset
+
+    (x, _), _ = load_dataset("fashion_mnist", Path(data_dir), 0.2, 0)
+    subsets = {"all": x, **{f"part {i + 1}/{parts}": c for i, c in enumerate(x.chunk(parts))}}
+    step = DatasetPDE(dataset="fashion_mnist", p=1.0, half_width=1.0)
+    config = spectra.SpectraConfig(eigenimages=x[0].numel(), p=1.0, half_width=1.0)
+    masks = spectra.ring_masks(tuple(x.shape[-2:]), config)
+    radii = spectra.ring_radii(tuple(x.shape[-2:]), config).numpy()
+    fits = {}
+    for name, images in subsets.items():
+        ffts = spectra.centred_fft(spectra.eigenimages(images.double(), images[0].numel()))
+        u = spectra.ring_integrals(ffts.to(torch.float64), masks).numpy()
+        fits[name] = {n: coefs for n, (_, _, coefs) in step.fit_field(u, radii).items()}
+    head = " | ".join(f"{name} ({len(subsets[name]):,} images)" for name in fits)
+    lines = [f"| terms | term | original | {head} |", "|---" * (3 + len(fits)) + "|"]
+    for n in sorted(set().union(*fits.values(), ORIGINAL_PDE)):
+        terms = set(ORIGINAL_PDE.get(n, {})).union(*(f.get(n, {}) for f in fits.values()))
+        for term in sorted(terms, key=_term_order):
+            cells = [_num(ORIGINAL_PDE.get(n, {}).get(term), n in ORIGINAL_PDE, "—")]
+            cells += [_num(f.get(n, {}).get(term), n in f) for f in fits.values()]
+            lines.append(f"| {n} | {term} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
@@ -270,7 +303,15 @@ def main(argv: list[str] | None = None) -> None:
         "--budget-experiment",
         help="also print the frames over a longer run of this experiment (the budget check)",
     )
+    parser.add_argument(
+        "--pde-sensitivity",
+        metavar="DATA_DIR",
+        help="instead: the PDE fitted on all training images and on two disjoint halves",
+    )
     args = parser.parse_args(argv)
+    if args.pde_sensitivity:
+        print("\n".join(pde_sensitivity(args.pde_sensitivity)))
+        return
     uri = args.tracking_uri
     runs = _runs(uri)
     print("(a) The dataset's own PDE, u_t = … (t: eigen-index j, x: ring radius r)\n")
