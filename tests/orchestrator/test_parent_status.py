@@ -173,3 +173,25 @@ def test_a_failure_before_the_parent_run_opens_leaves_no_run_open(session, tuner
         r for r in client.search_runs([experiment.experiment_id]) if r.info.status == "RUNNING"
     ]
     assert running == []
+
+
+@pytest.mark.e2e
+def test_mpi_train_closes_its_parent_run_as_a_sweep_does(tmp_path):
+    """`dynsweep train` (one MPI rank, no mpiexec) whose trainer raises: the parent run ends
+    FAILED with the error, by the session's own close."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import store, sweep_runs, write_config
+
+    cfg = write_config(tmp_path, trainer="flaky", config={"raise_at": 3}, stop={"iterations": 10})
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "train", str(cfg)],
+        cwd=tmp_path, env=os.environ, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode != 0 and "injected bug at step 3" in result.stderr
+    (parent,), (child,) = sweep_runs(store(tmp_path))
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["dynsweep.error"] == "ValueError: injected bug at step 3"
+    assert child.info.status == "FAILED"
