@@ -4,9 +4,10 @@
 
 The grid: the toy regression, Bezier curves of order 4 through 2×16 MLPs, activation
 relu/elu × uniform_t false/true × lr {0.01, 0.02} × ``--seeds`` seeds (32 → 256 points). Both
-sweeps go through ``orchestrator.sweep.run`` on the same 2-CPU Ray session (timed from the call
-to its return, MLflow runs, metrics and models included; the MLflow database is created
-before): once with ``pack: auto`` (here: 4 Tune trials of 64 points, two a CPU), once unpacked
+sweeps go through ``orchestrator.session.SweepSession`` on the same 2-CPU Ray session (timed
+from the call of its ``run`` to its return, MLflow runs, metrics, models and the summary
+included; the MLflow database is created before): once with ``pack: auto`` (here: 4 Tune
+trials of 64 points, two a CPU), once unpacked
 (256 trials), in float32, ``--repeats`` times (each repeat measures its own baseline, the order
 alternating), the ratio reported per repeat and its median. Equality: the same two sweeps
 again in float64 on ``--check-seeds`` seeds (32 points), then every point's final
@@ -53,13 +54,14 @@ def grid(seeds: int, steps: int, pack, dtype: str = "float32", name: str = "") -
 
 
 def timed_sweep(raw: dict) -> float:
-    """Seconds from ``sweep.run`` to its return (its parent run closed on return)."""
-    from orchestrator import sweep
+    """Seconds from the session's ``run`` to its return (its summary logged, its parent run
+    closed on return)."""
+    from orchestrator.session import SweepSession
     from orchestrator.spec import load_spec
 
     spec = load_spec(raw=raw)
     start = time.perf_counter()
-    sweep.run(spec)
+    SweepSession(spec, show=lambda text: None).run()
     wall = time.perf_counter() - start
     return wall
 

@@ -4,9 +4,10 @@
 
 Each trial runs the ``sleeper`` trainer (10 steps of 0.1 s, no recording) with 1 CPU, so on
 2 CPUs the ideal wall time is trials × seconds / 2. The sweep is timed from the call of
-``orchestrator.sweep.run`` (Ray already started, as in a test or on a cluster, and the MLflow
-store already created, as after a user's first sweep; creating a new sqlite store is timed on
-its own) to its return, MLflow runs and statuses included. Goal: ≤ 1.10 × ideal.
+``SweepSession.run`` (``orchestrator.session``; Ray already started, as in a test or on a
+cluster, and the MLflow store already created, as after a user's first sweep; creating a new
+sqlite store is timed on its own) to its return, MLflow runs, statuses and the summary
+included. Goal: ≤ 1.10 × ideal.
 
 Each run prints where the time goes, from the MLflow runs' own start and end times:
 
@@ -17,7 +18,7 @@ Each run prints where the time goes, from the MLflow runs' own start and end tim
   final model, ending it) beyond its work, and the gap between one trial's end and the next
   one's start on the same process (Tune's result handling and actor reuse, the next trial's
   set-up and run search);
-- the end: from the last run's end to the return (closing the sweep).
+- the end: from the last run's end to the return (the summary, closing the sweep).
 
 The ratio line (the median over ``--runs``) is printed last.
 """
@@ -70,7 +71,7 @@ def breakdown(db: Path, started: float, ended: float, seconds: float) -> dict[st
 
 def one_run(trials: int, seconds: float) -> tuple[float, dict[str, float], float]:
     import tracking
-    from orchestrator import sweep
+    from orchestrator.session import SweepSession
     from orchestrator.spec import load_spec
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,7 +99,7 @@ def one_run(trials: int, seconds: float) -> tuple[float, dict[str, float], float
         tracking.ensure_experiment(uri, spec.experiment_name())  # MLflow creates its tables
         store_s = time.perf_counter() - start
         start, wall_start = time.perf_counter(), time.time()
-        sweep.run(spec)
+        SweepSession(spec, show=lambda text: None).run()
         wall, wall_end = time.perf_counter() - start, time.time()
         parts = breakdown(Path(tmp) / "mlflow.db", wall_start, wall_end, seconds)
         os.chdir(ROOT)

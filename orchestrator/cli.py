@@ -25,32 +25,6 @@ def _uri(flag: str | None, config: str | None = None) -> str:
     return tracking_uri(flag, config)
 
 
-def _report(run_analysis: bool = True):
-    """What the CLI does when the trials have ended, before the parent run is closed: print
-    the summary, then run and print the analysis of a finished sweep."""
-
-    def after(outcome) -> None:
-        from analysis.runner import analyze
-        from orchestrator.summary import sweep_summary
-        from tracking.secrets import redact
-
-        print(redact(sweep_summary(outcome)))
-        spec = outcome.setup.spec
-        if outcome.status == "FINISHED" and spec.analysis and run_analysis:
-            _print_analysis(
-                analyze(
-                    spec.experiment_name(),
-                    spec.analysis,
-                    outcome.setup.uri,
-                    sweep=outcome.setup.parent_run_id,
-                    data_dir=outcome.setup.data_dir,
-                    gpus=spec.resources.analysis_gpus,
-                )
-            )
-
-    return after
-
-
 def _exit_status(outcome) -> int:
     if outcome.status == "FAILED":
         print(f"dynsweep: the sweep failed: {outcome.error}", file=sys.stderr)
@@ -69,21 +43,15 @@ def _exit_status(outcome) -> int:
     return 0
 
 
-def _print_analysis(outcomes, shown_metrics: int = 6) -> None:
-    print("\nAnalysis (written to each run as analysis/<step>/<metric>; the sweep's table and")
-    print("plots against each hyperparameter on its parent run, under analysis/):")
-    for o in outcomes:
-        items = list(o.metrics.items())
-        shown = "  ".join(f"{k} = {v:.4g}" for k, v in items[:shown_metrics])
-        if o.error:
-            shown = f"{o.error}  (traceback: the run's analysis/{o.step}/traceback.txt)"
-        more = f"  (+{len(items) - shown_metrics} more)" if len(items) > shown_metrics else ""
-        kept = " (kept: same step config)" if o.skipped else ""
-        print(f"  {o.run_name:<40} {o.step:<8} {shown}{more}{kept}")
+def _print_analysis(outcomes) -> None:
+    from orchestrator.summary import analysis_text
+
+    print(analysis_text(outcomes))
 
 
 def _cmd_sweep(args) -> int:
-    from orchestrator import chain, sweep
+    from orchestrator import chain
+    from orchestrator.session import SweepSession
     from orchestrator.spec import load_spec
 
     overrides = [*args.overrides, *([f"storage={args.storage}"] if args.storage else [])]
@@ -100,9 +68,10 @@ def _cmd_sweep(args) -> int:
     for i, spec in enumerate(specs):
         if len(specs) > 1:
             print(f"\n== stage {i + 1}/{len(specs)}: {args.config[i]} ==")
-        outcome = sweep.run(
-            spec, address=args.address, tracking_uri=args.tracking_uri, after=_report(args.analyze)
+        session = SweepSession(
+            spec, address=args.address, tracking_uri=args.tracking_uri, analyze=args.analyze
         )
+        outcome = session.run()
         status = _exit_status(outcome)
         if status != 0:
             if i + 1 < len(specs):
@@ -114,10 +83,10 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_resume(args) -> int:
-    from orchestrator import sweep
+    from orchestrator.session import SweepSession
 
-    outcome = sweep.resume(args.sweep, address=args.address, storage=args.storage, after=_report())
-    return _exit_status(outcome)
+    session = SweepSession.resuming(args.sweep, address=args.address, storage=args.storage)
+    return _exit_status(session.run())
 
 
 def _cmd_runs(args) -> int:

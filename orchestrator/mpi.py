@@ -27,6 +27,7 @@ import tracking
 from dynsweep.errors import ConfigError
 from orchestrator import space
 from orchestrator.context import TrialContext, TrialPoint, open_runs, train
+from orchestrator.session import SweepSession, prepare_data
 from orchestrator.spec import ExperimentSpec, load_spec
 from tracking import tags as tag
 from trainers import get_trainer_class
@@ -97,14 +98,12 @@ def train_mpi(config_path: str, overrides: list[str], tracking_uri: str | None =
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
     spec = load_spec(config_path, overrides)
-    # The driver's checks, as `dynsweep sweep` makes them (orchestrator.sweep): the store can
+    # The driver's checks, as `dynsweep sweep` makes them (orchestrator.session): the store can
     # be reached, `{runs: …}` queries and `run:` references are answered (on every rank: the
-    # artifacts are downloaded where that rank runs), this node has the GPUs asked for.
-    from orchestrator.sweep import resolve_config
-
-    uri = tracking.tracking_uri(tracking_uri, spec.tracking.uri)
-    tracking.check_reachable(uri)
-    spec = resolve_config(spec, uri)
+    # artifacts are downloaded where that rank runs); each rank checks its own GPUs below.
+    session = SweepSession(spec, tracking_uri=tracking_uri)
+    spec = session.preflight(devices=False, data=False)
+    uri = session.uri
     config, seed = single_point(spec)
     cls = get_trainer_class(spec.trainer)
     if size > 1 and not cls.distributed:
@@ -131,16 +130,13 @@ def train_mpi(config_path: str, overrides: list[str], tracking_uri: str | None =
     folder = Path(spec.storage).resolve() / f"{spec.name}-mpi-{stamp}"
     run, parent, header = None, None, None
     if rank == 0:
-        from orchestrator.sweep import prepare_data
-
         prepare_data(spec)
-        experiment = tracking.ensure_experiment(uri, spec.experiment_name())
         tags = {tag.GIT_SHA: tracking.git_sha(), tag.LAUNCHER: f"mpi x{size}"}
-        parent = tracking.start_sweep_run(uri, experiment, folder.name, spec.resolved(), tags)
+        parent = session.open_parent(folder.name, tags)
         point = TrialPoint(
             f"{folder.name}-0", "mpi", spec.trainer, trainer_config.model_dump(mode="json"), seed
         )
-        (run,) = open_runs(uri, experiment, parent, [point], {})
+        (run,) = open_runs(uri, session.experiment_id, parent, [point], {})
         header = point.header(run.run_id)
     header = comm.bcast(header, root=0)
     res = spec.resources
@@ -152,15 +148,15 @@ def train_mpi(config_path: str, overrides: list[str], tracking_uri: str | None =
     )  # fmt: skip
     try:
         train(cls(trainer_config), ctx, spec, None, 0)
-    except BaseException:
-        if rank == 0:
-            tracking.end_run(uri, parent, "FAILED")
+    except BaseException as exc:
+        if rank == 0:  # the parent run ends as a sweep's does (orchestrator.session)
+            session.close(*session.failure(exc))
         if size > 1:  # the other ranks may wait in a collective: end the whole job
             comm.Abort(1)
         raise
     comm.Barrier()
     if rank == 0:
-        tracking.end_run(uri, parent, "FINISHED")
+        session.close("FINISHED")
         print(f"run {header['run_id']} FINISHED; checkpoints in {folder}")
     if size > 1:
         torch.distributed.destroy_process_group()

@@ -1,9 +1,12 @@
-"""Tables of a sweep's trials (for the end of a sweep and ``dynsweep runs``)."""
+"""Tables of a sweep's trials (for the end of a sweep and ``dynsweep runs``), the end-of-sweep
+report (:func:`summarize_sweep` reads it, :func:`record_summary` logs it on the parent run) and
+the analysis's lines."""
 
 from __future__ import annotations
 
 import csv
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlflow.entities import Run
@@ -67,8 +70,18 @@ def write_csv(path: Path, columns: list[str], table: list[dict]) -> None:
         writer.writerows(table)
 
 
-def sweep_summary(outcome: SweepOutcome) -> str:
-    """The end-of-sweep report; also logs the best metrics and the table on the parent run."""
+@dataclass
+class SweepSummary:
+    """The end of a sweep, read from MLflow: the report's text, and what
+    :func:`record_summary` writes on the parent run."""
+
+    text: str
+    best: dict[str, float]  # {"best/METRIC": value}; empty when no finished trial has METRIC
+    table: dict[str, list]  # the trials' table, column by column (best first)
+
+
+def summarize_sweep(outcome: SweepOutcome) -> SweepSummary:
+    """The end-of-sweep report of ``outcome`` (it reads the trials' runs; writes nothing)."""
     setup = outcome.setup
     spec = setup.spec
     runs = find_runs(spec.experiment_name(), sweep=setup.parent_run_id, uri=setup.uri)
@@ -100,12 +113,6 @@ def sweep_summary(outcome: SweepOutcome) -> str:
             f"Best trial: {best['trial']}  {spec.metric} = {best[spec.metric]:.4g}  "
             f"(run {best['run_id']})"
         )
-        tracking.log_summary(
-            setup.uri,
-            setup.parent_run_id,
-            {f"best/{spec.metric}": best[spec.metric]},
-            {c: [r.get(c) for r in table] for c in ["run_id", *columns]},
-        )
     for r in table:
         if r["status"] == "FAILED":
             error = next(x for x in runs if x.info.run_id == r["run_id"]).data.tags.get(
@@ -123,4 +130,33 @@ def sweep_summary(outcome: SweepOutcome) -> str:
         lines.append(
             f"Interrupted. Continue with:  dynsweep resume {describe(outcome.folder.location)}"
         )
+    return SweepSummary(
+        "\n".join(lines),
+        {} if best is None else {f"best/{spec.metric}": best[spec.metric]},
+        {c: [r.get(c) for r in table] for c in ["run_id", *columns]},
+    )
+
+
+def record_summary(uri: str, parent_run_id: str, summary: SweepSummary) -> None:
+    """Log the best metric and the trials' table on the sweep's parent run (nothing when no
+    trial finished with the sweep's metric)."""
+    if summary.best:
+        tracking.log_summary(uri, parent_run_id, summary.best, summary.table)
+
+
+def analysis_text(outcomes, shown_metrics: int = 6) -> str:
+    """The analysis steps' results, one line a run and step (``dynsweep analyze`` and the end
+    of a sweep)."""
+    lines = [
+        "\nAnalysis (written to each run as analysis/<step>/<metric>; the sweep's table and",
+        "plots against each hyperparameter on its parent run, under analysis/):",
+    ]
+    for o in outcomes:
+        items = list(o.metrics.items())
+        shown = "  ".join(f"{k} = {v:.4g}" for k, v in items[:shown_metrics])
+        if o.error:
+            shown = f"{o.error}  (traceback: the run's analysis/{o.step}/traceback.txt)"
+        more = f"  (+{len(items) - shown_metrics} more)" if len(items) > shown_metrics else ""
+        kept = " (kept: same step config)" if o.skipped else ""
+        lines.append(f"  {o.run_name:<40} {o.step:<8} {shown}{more}{kept}")
     return "\n".join(lines)

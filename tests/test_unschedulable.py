@@ -12,11 +12,12 @@ pytestmark = pytest.mark.e2e
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a Ray without GPUs")
 def test_a_sweep_whose_trials_cannot_be_placed_fails_after_its_wait(ray_session, workdir, capfd):
-    from orchestrator import sweep
+    from orchestrator.session import SweepSession
     from orchestrator.spec import load_spec
 
     cfg = write_config(workdir, resources={"gpus": 1, "schedule_timeout_s": 4})
-    outcome = sweep.run(load_spec(cfg), address="auto")  # a cluster: not refused up front
+    session = SweepSession(load_spec(cfg), address="auto")  # a cluster: not refused up front
+    outcome = session.run()
     assert outcome.status == "FAILED"
     assert "not scheduled within 4 s" in outcome.error and "each need 1 CPU, 1 GPU" in outcome.error
     err = capfd.readouterr().err
