@@ -109,7 +109,7 @@ def sweep_summary(outcome: SweepOutcome) -> str:
     for r in table:
         if r["status"] == "FAILED":
             error = next(x for x in runs if x.info.run_id == r["run_id"]).data.tags.get(
-                tracking.ERROR_TAG, "unknown reason"
+                tracking.tags.ERROR, "unknown reason"
             )
             lines.append(f"Failed trial {r['trial']}: {error}")
     lines += [
