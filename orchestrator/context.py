@@ -135,6 +135,9 @@ def trial_device(spec: ExperimentSpec) -> torch.device:
     return torch.device("cuda" if spec.resources.gpus > 0 and torch.cuda.is_available() else "cpu")
 
 
+Tags = dict[str, str]
+
+
 @dataclass
 class ContextBase(ABC):
     """What the :class:`trainers.base.Context` of every trial shares: one report path and
@@ -171,15 +174,17 @@ class ContextBase(ABC):
     def keep_final(self, step: int, export: Any) -> None:
         """Keep the final model(s) (and figures) before the run(s) end."""
 
-    @abstractmethod
     def end(
-        self,
-        status: str,
-        error: str | None = None,
-        fatal: bool = False,
-        tags: dict[str, str] | None = None,
+        self, status: str, error: str | None = None, fatal: bool = False, tags: Tags | None = None
     ) -> None:
-        """End the run(s) with ``status``; ``fatal``: a retry must not run them again."""
+        """End the run(s) with ``status`` (``error``: why; ``fatal``: a retry must not run
+        them again, tagged ``dynsweep.fatal``)."""
+        tags = {**(tags or {}), **({tag.FATAL: error} if fatal and error else {})}
+        self._end_runs(status, error, tags)
+
+    @abstractmethod
+    def _end_runs(self, status: str, error: str | None, tags: Tags) -> None:
+        """End the run(s) that are still open, with ``tags``; mark this context closed."""
 
     def report(self, step: int, metrics: dict[str, float], checkpoint: dict | None) -> None:
         # The latest value of every metric (eval metrics come less often than train ones).
@@ -271,16 +276,9 @@ class TrialContext(ContextBase):
         path.write_bytes(png)
         self.run.keep(path, "figures/learning_curves.png")
 
-    def end(
-        self,
-        status: str,
-        error: str | None = None,
-        fatal: bool = False,
-        tags: dict[str, str] | None = None,
-    ) -> None:
-        """End the run (rank 0) with ``status``; ``fatal``: a retry must not run it again."""
-        if self.run is not None and not self.closed:
-            self.run.end(status, error, fatal=fatal, tags=tags)
+    def _end_runs(self, status: str, error: str | None, tags: Tags) -> None:
+        if self.run is not None and not self.closed:  # rank 0
+            self.run.end(status, error, tags=tags)
             self.closed = True
 
     def fail(self, message: str) -> None:

@@ -36,7 +36,6 @@ from orchestrator.context import (
     trial_device,
 )
 from orchestrator.spec import ExperimentSpec
-from tracking import tags as tag
 from tracking.sender import MetricSender
 from tracking.trial_run import TrialRun, end_runs
 from trainers import get_trainer_class
@@ -128,16 +127,9 @@ class PackContext(ContextBase):
             if not member.closed:
                 member.keep_model(step, state)
 
-    def end(
-        self,
-        status: str,
-        error: str | None = None,
-        fatal: bool = False,
-        tags: dict[str, str] | None = None,
-    ) -> None:
-        """End every live member's run, together (one transaction on a SQL store), then close
-        the pack's sender."""
-        tags = {**(tags or {}), **({tag.FATAL: error} if fatal and error else {})}
+    def _end_runs(self, status: str, error: str | None, tags: dict[str, str]) -> None:
+        """Every live member's run, together (one transaction on a SQL store); then the pack's
+        sender is closed."""
         try:
             live = self.live
             if live:
