@@ -143,9 +143,9 @@ class ContextBase(ABC):
     """What the :class:`trainers.base.Context` of every trial shares: one report path and
     ``finish``. A subclass has the fields ``workdir``, ``data_dir``, ``header`` (what its
     checkpoints carry), ``device`` and ``parallel`` (its own, in the order its callers pass
-    them; the fields here are keyword-only and come after them), and says
-    which runs it reports (:meth:`run_ids`), how it flushes, keeps the final model and ends its
-    run(s) (:meth:`flush`, :meth:`keep_final`, :meth:`end`) and how a report is sent
+    them; the fields here are keyword-only and come after them), and says which runs it
+    reports (:meth:`run_ids`), how it flushes, keeps the final model and ends its run(s)
+    (:meth:`flush`, :meth:`keep_final`, :meth:`_end_runs`) and how a report is sent
     (:meth:`_send`: Tune here; Ray Train, or a folder under MPI, in subclasses).
     """
 
