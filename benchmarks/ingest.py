@@ -91,7 +91,7 @@ def copy_limit(db: str, experiment_id: str, runs: int, steps: int) -> float:
     from tracking.mlflow_sql import NewRun, sql_store
 
     store = sql_store(db)
-    new = [NewRun(f"c{i}", f"c{i}", {tracking.TRIAL_TAG: f"c{i}"}, {}) for i in range(runs)]
+    new = [NewRun(f"c{i}", f"c{i}", {tracking.tags.TRIAL: f"c{i}"}, {}) for i in range(runs)]
     ids = [run_id for run_id, _ in store.create_runs(experiment_id, new).values()]
     now = int(time.time() * 1000)
     rows = [

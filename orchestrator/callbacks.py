@@ -29,12 +29,9 @@ class RunStatusCallback(tune.Callback):
         if (trial.last_result or {}).get("mlflow_run_closed"):
             return
         client = MlflowClient(self.uri)
-        for run_id in self._run_ids(trial):
-            if client.get_run(run_id).info.status != "RUNNING":
-                continue
-            if tags:
-                tracking.set_tags(client, run_id, tags)
-            tracking.end_run(self.uri, run_id, status, error)
+        running = [r for r in self._run_ids(trial) if client.get_run(r).info.status == "RUNNING"]
+        if running:  # (one transaction on a SQL store)
+            tracking.end_runs(self.uri, {r: (status, error, tags or {}) for r in running})
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         from orchestrator.driver import INTERRUPTED

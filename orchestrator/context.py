@@ -3,9 +3,14 @@
 - :class:`SweepSetup`: what every trial of a sweep needs, saved as the sweep's manifest.
 - :class:`TrialPoint` and :func:`open_runs`: the one way a trial's MLflow run is opened, or
   found again and continued (a retry, a resumed sweep, a distributed rank 0, a packed member).
-- :class:`TrialContext`: the :class:`trainers.base.Context` of a trial (its MLflow run plus
-  reports to Tune), :func:`train` (the loop, with the run's status on every exit path),
-  :func:`report_finished` and :func:`resumable_state` (resume from the newest checkpoint).
+- :class:`ContextBase`: what every trial's :class:`trainers.base.Context` shares — the one
+  report path (the latest metrics, the sweep's metrics as NaN until known, a flush before a
+  checkpoint, the checkpoint file, the send), ``finish`` (keep, end FINISHED, last report) and
+  the state :func:`train` sets. :class:`TrialContext` is the plain trial's (its MLflow run,
+  also its own single member); :class:`orchestrator.packing.PackContext` a packed trial's.
+- :func:`train` (the loop, with the run's status on every exit path), :func:`end_fatal_runs`
+  (retries of a failure that retrying cannot fix), :func:`report_finished` and
+  :func:`resumable_state` (resume from the newest checkpoint).
 
 The dispatcher that picks the plain, packed or distributed path is :mod:`orchestrator.trial`.
 """
@@ -15,7 +20,8 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from abc import ABC, abstractmethod
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +34,9 @@ from orchestrator import space
 from orchestrator.checkpoints import checkpoint_state, resume_state, state_file
 from orchestrator.spec import ExperimentSpec
 from orchestrator.storage import unreachable
-from tracking import TrialRun
 from tracking import tags as tag
-from tracking.members import MemberSpec, open_members
 from tracking.sender import MetricSender
+from tracking.trial_run import RunSpec, TrialRun, find_or_create_runs
 from trainers.base import FitResult
 from trainers.distributed import Parallel
 from trainers.loop import fit
@@ -107,28 +112,18 @@ def open_runs(
     pack_id: str | None = None,
     sender: MetricSender | None = None,
 ) -> list[TrialRun]:
-    """The run of each point: found again by its trial id (a retry or a resumed sweep: a new
-    attempt in the same run, see :meth:`TrialRun.continue_run`) or created with its params,
-    ``tags`` and the point's seed, its ``config.json`` written once.
+    """The run of each point (:func:`tracking.trial_run.find_or_create_runs`): found again
+    by its trial id (a retry or a resumed sweep: a new attempt in the same run) or created
+    with its params, ``tags`` and the point's seed, its ``config.json`` written once.
 
     ``pack_id``: the points are the members of one packed trial, all logging through
     ``sender`` (on a SQL store created in one transaction).
     """
 
-    def tags_of(point: TrialPoint) -> dict[str, str]:
-        return {**tags, tag.SEED: str(point.seed)}
-
-    if pack_id is None:
-        (point,) = points
-        runs = [
-            TrialRun.open(
-                uri, experiment_id, parent_id, point.trial_id, point.run_name, point.params(),
-                tags_of(point), sender=sender,
-            )
-        ]  # fmt: skip
-    else:
-        specs = [MemberSpec(p.trial_id, p.run_name, p.params(), tags_of(p)) for p in points]
-        runs = open_members(uri, experiment_id, parent_id, pack_id, specs, sender)
+    specs = [
+        RunSpec(p.trial_id, p.run_name, p.params(), {**tags, tag.SEED: str(p.seed)}) for p in points
+    ]
+    runs = find_or_create_runs(uri, experiment_id, parent_id, specs, sender, pack_id)
     for run, point in zip(runs, points):
         if run.attempt == 0 and run.final is None:  # a new run
             run.log_dict(point.record(), "config.json")
@@ -140,11 +135,93 @@ def trial_device(spec: ExperimentSpec) -> torch.device:
     return torch.device("cuda" if spec.resources.gpus > 0 and torch.cuda.is_available() else "cpu")
 
 
+Tags = dict[str, str]
+
+
 @dataclass
-class TrialContext:
-    """The :class:`trainers.base.Context` of a Tune trial: MLflow run + Tune reporting. It is
-    also its own (single) :class:`trainers.base.Member`, and a packed trial's members are each
-    one of these (their reports go through the pack).
+class ContextBase(ABC):
+    """What the :class:`trainers.base.Context` of every trial shares: one report path and
+    ``finish``. A subclass has the fields ``workdir``, ``data_dir``, ``header`` (what its
+    checkpoints carry), ``device`` and ``parallel`` (its own, in the order its callers pass
+    them; the fields here are keyword-only and come after them), and says which runs it
+    reports (:meth:`run_ids`), how it flushes, keeps the final model and ends its run(s)
+    (:meth:`flush`, :meth:`keep_final`, :meth:`_end_runs`) and how a report is sent
+    (:meth:`_send`: Tune here; Ray Train, or a folder under MPI, in subclasses).
+    """
+
+    _: KW_ONLY
+    latest: dict[str, float] = field(default_factory=dict)  # each metric's latest value
+    closed: bool = False  # the run(s) were ended by this trial (the driver need not check)
+    # The sweep's metric(s): Tune requires them in every report, so one that a trainer only
+    # produces later (e.g. at the end) is reported as NaN until then (set by train()).
+    required: tuple[str, ...] = ()
+    curves: bool = True  # keep figures/learning_curves.png at the end (set by train())
+
+    @property
+    def state_file(self) -> str:
+        """This process's checkpoint file (:func:`orchestrator.checkpoints.state_file`)."""
+        return state_file(self.parallel.rank)
+
+    @abstractmethod
+    def run_ids(self) -> str:
+        """The MLflow run(s) the reports are about, comma-separated (the status callback)."""
+
+    @abstractmethod
+    def flush(self) -> None:
+        """Wait until every logged metric is stored."""
+
+    @abstractmethod
+    def keep_final(self, step: int, export: Any) -> None:
+        """Keep the final model(s) (and figures) before the run(s) end."""
+
+    def end(
+        self, status: str, error: str | None = None, fatal: bool = False, tags: Tags | None = None
+    ) -> None:
+        """End the run(s) with ``status`` (``error``: why; ``fatal``: a retry must not run
+        them again, tagged ``dynsweep.fatal``)."""
+        tags = {**(tags or {}), **({tag.FATAL: error} if fatal and error else {})}
+        self._end_runs(status, error, tags)
+
+    @abstractmethod
+    def _end_runs(self, status: str, error: str | None, tags: Tags) -> None:
+        """End the run(s) that are still open, with ``tags``; mark this context closed."""
+
+    def report(self, step: int, metrics: dict[str, float], checkpoint: dict | None) -> None:
+        # The latest value of every metric (eval metrics come less often than train ones).
+        self.latest.update(metrics)
+        result = {
+            **self.latest,
+            "step": step,
+            "mlflow_run_id": self.run_ids(),
+            "mlflow_run_closed": self.closed,
+        }
+        for key in self.required:
+            result.setdefault(key, float("nan"))
+        if checkpoint is None:
+            self._send(result, None)
+            return
+        self.flush()  # a checkpoint is a durability point: its metrics are stored first
+        with tempfile.TemporaryDirectory(prefix="dynsweep-ckpt-") as tmp:
+            torch.save(checkpoint_state(self.header, checkpoint), Path(tmp) / self.state_file)
+            self._send(result, Path(tmp))
+
+    def _send(self, result: dict[str, Any], folder: Path | None) -> None:
+        checkpoint = tune.Checkpoint.from_directory(folder) if folder is not None else None
+        tune.report(result, checkpoint=checkpoint)
+
+    def finish(self, result: FitResult, checkpoint: dict, export: Any) -> None:
+        # Everything is kept and the run closed before the last report: a scheduler whose
+        # horizon ends here (ASHA's max_t) stops the trial inside that report.
+        self.keep_final(result.step, export)
+        self.end("FINISHED", tags={tag.STOP_REASON: result.stop_reason})
+        self.report(result.step, result.metrics, checkpoint)
+
+
+@dataclass
+class TrialContext(ContextBase):
+    """The :class:`trainers.base.Context` of a plain trial: its MLflow run plus reports. It
+    is also its own (single) :class:`trainers.base.Member`, and a packed trial's members are
+    each one of these (their reports go through the pack).
 
     In a distributed trial every rank has one; only rank 0 has a ``run`` (logs metrics, writes
     trajectories and artifacts); every rank reports and saves its own state in checkpoints.
@@ -156,13 +233,7 @@ class TrialContext:
     data_dir: Path
     header: dict[str, Any]
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    latest: dict[str, float] = field(default_factory=dict)
-    closed: bool = False  # the run was ended by this trial (the driver need not check)
     parallel: Parallel = field(default_factory=Parallel)
-    # The sweep's metric(s): Tune requires them in every report, so one that a trainer only
-    # produces later (e.g. at the end) is reported as NaN until then.
-    required: tuple[str, ...] = ()
-    curves: bool = True  # keep figures/learning_curves.png at the end (loop.learning_curves)
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         if self.run is not None:
@@ -179,43 +250,14 @@ class TrialContext:
         local = self.run.local_artifact_dir("trajectories") if self.run is not None else None
         return local or self.workdir / "trajectories"
 
-    @property
-    def state_file(self) -> str:
-        return state_file(self.parallel.rank)
+    def run_ids(self) -> str:
+        return self.header["run_id"]
 
-    def report(self, step: int, metrics: dict[str, float], checkpoint: dict | None) -> None:
-        # The latest value of every metric (eval metrics come less often than train ones).
-        result = {
-            **self.latest,
-            **metrics,
-            "step": step,
-            "mlflow_run_id": self.header["run_id"],
-            "mlflow_run_closed": self.closed,
-        }
-        for key in self.required:
-            result.setdefault(key, float("nan"))
-        if checkpoint is None:
-            self._send(result, None)
-            return
+    def keep_final(self, step: int, export: dict) -> None:
         if self.run is not None:
-            self.run.flush()  # a checkpoint is a durability point: its metrics are stored first
-        with tempfile.TemporaryDirectory(prefix="dynsweep-ckpt-") as tmp:
-            torch.save(checkpoint_state(self.header, checkpoint), Path(tmp) / self.state_file)
-            self._send(result, Path(tmp))
-
-    def _send(self, result: dict[str, Any], folder: Path | None) -> None:
-        checkpoint = tune.Checkpoint.from_directory(folder) if folder is not None else None
-        tune.report(result, checkpoint=checkpoint)
-
-    def finish(self, result: FitResult, checkpoint: dict, export: dict) -> None:
-        # Everything is kept and the run closed before the last report: a scheduler whose
-        # horizon ends here (ASHA's max_t) stops the trial inside that report.
-        if self.run is not None:
-            self.keep_model(result.step, export)
+            self.keep_model(step, export)
             if self.curves:
                 self.keep_curves()
-            self.end("FINISHED", tags={tag.STOP_REASON: result.stop_reason})
-        self.report(result.step, result.metrics, checkpoint)
 
     def keep_model(self, step: int, export: dict) -> None:
         """Save the final model as the run's ``model/model.pt`` (with config and seed)."""
@@ -234,16 +276,9 @@ class TrialContext:
         path.write_bytes(png)
         self.run.keep(path, "figures/learning_curves.png")
 
-    def end(
-        self,
-        status: str,
-        error: str | None = None,
-        fatal: bool = False,
-        tags: dict[str, str] | None = None,
-    ) -> None:
-        """End the run (rank 0) with ``status``; ``fatal``: a retry must not run it again."""
-        if self.run is not None and not self.closed:
-            self.run.finish(status, error, fatal=fatal, tags=tags)
+    def _end_runs(self, status: str, error: str | None, tags: Tags) -> None:
+        if self.run is not None and not self.closed:  # rank 0
+            self.run.end(status, error, tags=tags)
             self.closed = True
 
     def fail(self, message: str) -> None:
@@ -261,6 +296,17 @@ class TrialContext:
     def on_trajectory_file(self, name: str, path: Path) -> None:
         if self.run is not None and self.run.local_artifact_dir("trajectories") is None:
             self.run.log_artifact(path, f"trajectories/{name}")  # remote store: upload
+
+
+def end_fatal_runs(runs: list[TrialRun]) -> None:
+    """Runs that failed for good in an earlier attempt (``dynsweep.fatal``: diverged, missing
+    data) end FAILED again with their first reason instead of training; when no run is left
+    (a plain trial's one run, every member of a pack), the trial fails at once."""
+    failed = [run for run in runs if run.fatal_error]
+    for run in failed:
+        run.end("FAILED", run.fatal_error, fatal=True)
+    if failed and len(failed) == len(runs):
+        raise TrialFailure(failed[0].fatal_error)
 
 
 def report_finished(*runs: TrialRun) -> None:
@@ -282,7 +328,7 @@ def resumable_state(
     try:
         state, damaged = resume_state(setup.sweep_dir, trial_id, config=config)
     except DataError as exc:  # nothing readable: fail, naming the files, keeping what was logged
-        run.finish("FAILED", str(exc), fatal=True)
+        run.end("FAILED", str(exc), fatal=True)
         raise
     if damaged:
         run.set_tags({tag.WARNING: "; ".join(damaged)[:4000]})

@@ -20,9 +20,8 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from dynsweep import logs
-from dynsweep.errors import TrialFailure
 from orchestrator.checkpoints import load_state, state_file
-from orchestrator.context import SweepSetup, TrialContext, train
+from orchestrator.context import SweepSetup, TrialContext, end_fatal_runs, train
 from orchestrator.storage import SweepFolder
 from tracking import TrialRun
 from trainers import get_trainer_class
@@ -54,9 +53,8 @@ def train_worker(job: dict[str, Any]) -> None:
         precision=res.precision,
     )
     run = TrialRun.attach(setup.uri, header["run_id"]) if parallel.chief else None
-    if run is not None and run.fatal_error:  # e.g. diverged: a restart cannot help
-        run.finish("FAILED", run.fatal_error, fatal=True)
-        raise TrialFailure(run.fatal_error)
+    if run is not None:  # e.g. diverged: a restart cannot help
+        end_fatal_runs([run])
     resume, attempt = None, run.attempt if run is not None else 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
@@ -106,5 +104,5 @@ def run_distributed(setup: SweepSetup, header: dict[str, Any], run: TrialRun) ->
         trainer.fit()
     except Exception as exc:
         # The workers ended the run when they could; make sure it does not stay RUNNING.
-        run.finish_if_running("FAILED", f"{type(exc).__name__}: {exc}")
+        run.end_if_running("FAILED", f"{type(exc).__name__}: {exc}")
         raise

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,13 @@ from ray import tune
 
 from dynsweep.errors import TrialFailure
 from orchestrator import space
-from orchestrator.checkpoints import STATE_FILE, checkpoint_state, lineage
+from orchestrator.checkpoints import lineage
 from orchestrator.context import (
+    ContextBase,
     SweepSetup,
     TrialContext,
     TrialPoint,
+    end_fatal_runs,
     open_runs,
     report_finished,
     resumable_state,
@@ -34,11 +36,10 @@ from orchestrator.context import (
     trial_device,
 )
 from orchestrator.spec import ExperimentSpec
-from tracking import tags as tag
 from tracking.sender import MetricSender
-from tracking.trial_run import end_runs
+from tracking.trial_run import TrialRun, end_runs
 from trainers import get_trainer_class
-from trainers.base import FitResult
+from trainers.distributed import Parallel
 from trainers.packing import pack_key, packed_class
 
 Point = dict[str, Any]  # {"config": {...}, "seed": int}
@@ -83,10 +84,11 @@ def make_packs(spec: ExperimentSpec, slots: int, cap: int | None = None) -> list
 
 
 @dataclass
-class PackContext:
+class PackContext(ContextBase):
     """The Context of a packed trial: members log and record into their own runs (``members``,
-    one :class:`orchestrator.context.TrialContext` each); the pack reports to Tune and
-    checkpoints."""
+    one :class:`orchestrator.context.TrialContext` each, all logging through ``sender``); the
+    pack reports to Tune and checkpoints (:class:`orchestrator.context.ContextBase`: Tune sees
+    the mean over live members)."""
 
     member_contexts: list[TrialContext]
     sender: MetricSender
@@ -95,9 +97,6 @@ class PackContext:
     data_dir: Path
     header: dict[str, Any]
     device: torch.device
-    required: tuple[str, ...] = ()
-    latest: dict[str, float] = field(default_factory=dict)
-    closed: bool = False
 
     @property
     def members(self) -> list[TrialContext]:
@@ -108,80 +107,71 @@ class PackContext:
         return self.member_contexts[0].seed
 
     @property
-    def parallel(self):
+    def parallel(self) -> Parallel:
         return self.member_contexts[0].parallel
 
     @property
     def live(self) -> list[TrialContext]:
         return [m for m in self.member_contexts if not m.closed]
 
-    def report(self, step: int, metrics: dict[str, float], checkpoint: dict | None) -> None:
-        self.latest.update(metrics)
-        result = {
-            **self.latest,
-            "step": step,
-            "mlflow_run_id": ",".join(m.header["run_id"] for m in self.member_contexts),
-            "mlflow_run_closed": self.closed,
-        }
-        for key in self.required:
-            result.setdefault(key, float("nan"))
-        if checkpoint is None:
-            tune.report(result)
-            return
-        self.sender.flush()  # a checkpoint is a durability point: its metrics are stored first
-        with tempfile.TemporaryDirectory(prefix="dynsweep-ckpt-") as tmp:
-            torch.save(checkpoint_state(self.header, checkpoint), Path(tmp) / STATE_FILE)
-            tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
+    def run_ids(self) -> str:
+        return ",".join(m.header["run_id"] for m in self.member_contexts)
 
-    def finish(self, result: FitResult, checkpoint: dict, export: list[dict]) -> None:
+    def flush(self) -> None:
+        self.sender.flush()
+
+    def keep_final(self, step: int, export: list[dict]) -> None:
+        # No learning-curve figure per member (``curves`` is not used): drawing ~0.4 s each
+        # would undo what packing saves (256 points: ~100 s); the MLflow UI charts them.
         for member, state in zip(self.member_contexts, export):
             if not member.closed:
-                member.keep_model(result.step, state)
-                # No learning-curve figure per member: drawing ~0.4 s each would undo what
-                # packing saves (256 points: ~100 s); the MLflow UI charts them.
-        self._end_all("FINISHED", None, {tag.STOP_REASON: result.stop_reason})
-        self.sender.close()
-        self.closed = True
-        self.report(result.step, result.metrics, checkpoint)
+                member.keep_model(step, state)
 
-    def _end_all(self, status: str, error: str | None, tags: dict[str, str]) -> None:
-        """End every live member's run, together (one transaction on a SQL store)."""
-        live = self.live
-        if not live:
-            return
-        self.sender.flush()
-        end_runs(self.uri, {m.run.run_id: (status, error, tags) for m in live})
-        for member in live:
-            member.closed = True
+    def _end_runs(self, status: str, error: str | None, tags: dict[str, str]) -> None:
+        """Every live member's run, together (one transaction on a SQL store); then the pack's
+        sender is closed."""
+        try:
+            live = self.live
+            if live:
+                self.sender.flush()
+                end_runs(self.uri, {m.run.run_id: (status, error, tags) for m in live})
+                for member in live:
+                    member.closed = True
+        finally:
+            self.sender.close()
+            self.closed = True
 
     def log_file(self, path: Path, artifact_path: str) -> None:
         for member in self.live:
             member.log_file(path, artifact_path)
 
-    def end(self, status: str, error: str | None = None, fatal: bool = False) -> None:
-        try:
-            self._end_all(status, error, {tag.FATAL: error} if fatal and error else {})
-        finally:
-            self.sender.close()
 
-    def flush(self) -> None:
-        self.sender.flush()
-
-
-def close_failed_members(contexts: list[TrialContext]) -> None:
-    """A retried pack (its process died, Tune restarts it from the last checkpoint) must not
-    train again the members that had failed for good (diverged, ``dynsweep.fatal``): their
-    runs stay FAILED with the first reason, and the loop leaves them out. When no member is
-    left, the trial fails at once, as a plain trial does (``orchestrator/trial.py``)."""
-    failed = [c for c in contexts if c.run is not None and c.run.fatal_error]
-    for context in failed:
-        context.end("FAILED", context.run.fatal_error, fatal=True)
-    if failed and len(failed) == len(contexts):
-        raise TrialFailure(failed[0].run.fatal_error)
+def member_contexts(
+    runs: list[TrialRun],
+    points: list[TrialPoint],
+    workdir: Path,
+    data_dir: Path,
+    device: torch.device,
+) -> list[TrialContext]:
+    """One context per member run. A run that had failed for good (``dynsweep.fatal``, ended
+    again by :func:`orchestrator.context.end_fatal_runs`) is closed: the loop leaves it out."""
+    return [
+        TrialContext(
+            run,
+            p.seed,
+            workdir / f"member{i}",
+            data_dir,
+            p.header(run.run_id),
+            device,
+            closed=run.fatal_error is not None,
+        )
+        for i, (run, p) in enumerate(zip(runs, points))
+    ]
 
 
 def run_pack_trial(setup: SweepSetup, points: list[Point]) -> None:
-    """The Tune function's work for a packed trial: one run per point, one packed model."""
+    """The Tune function's work for a packed trial: one run per point, one packed model; the
+    same steps as :func:`orchestrator.trial.run_trial`."""
     spec = setup.spec
     cls = get_trainer_class(spec.trainer)
     configs = [cls.Config.model_validate(p["config"]) for p in points]
@@ -207,22 +197,24 @@ def run_pack_trial(setup: SweepSetup, points: list[Point]) -> None:
         report_finished(*runs)
         sender.close()
         return
+    try:  # members that failed for good stay FAILED and out of the loop
+        end_fatal_runs(runs)
+    except TrialFailure:
+        sender.close()
+        raise
+
+    state = resumable_state(setup, trial_id, runs[0])
     device = trial_device(spec)
     workdir = Path(tempfile.mkdtemp(prefix=f"dynsweep-{trial_id}-"))
     data_dir = Path(setup.data_dir)
-    contexts = [
-        TrialContext(run, m.seed, workdir / f"member{i}", data_dir, m.header(run.run_id), device)
-        for i, (run, m) in enumerate(zip(runs, members))
-    ]
-    state = resumable_state(setup, trial_id, runs[0])
+    contexts = member_contexts(runs, members, workdir, data_dir, device)
     header = {
         "trial_id": trial_id,
         "trainer": spec.trainer,
         "members": [c.header for c in contexts],
         "origins": lineage(state, trial_id),
     }
-    close_failed_members(contexts)
-    ctx = PackContext(contexts, sender, setup.uri, workdir, data_dir, header, device)
     resume = state["loop"] if state is not None else None
+    ctx = PackContext(contexts, sender, setup.uri, workdir, data_dir, header, device)
     seeds = [m.seed for m in members]
     train(packed_class(cls)(configs, seeds), ctx, spec, resume, runs[0].attempt, setup.sweep_dir)

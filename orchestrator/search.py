@@ -30,12 +30,10 @@ import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 from orchestrator.driver import kill_point
+from tracking import tags as tag
 
 log = logging.getLogger(__name__)
 
-SWEEP_ATTR = "dynsweep.sweep"  # the parent MLflow run id of the sweep that asked the trial
-TRIAL_ATTR = "dynsweep.trial_id"  # its Tune trial id (the MLflow run's dynsweep.trial_id tag)
-ENDED_ATTR = "dynsweep.ended"  # why dynsweep ended a trial itself
 STALE = (
     "asked just before the driver died, before Tune saved the trial it was asked for; "
     "`dynsweep resume` asked a new trial instead"
@@ -54,8 +52,8 @@ class ResumableOptunaSearch(OptunaSearch):
         config = super().suggest(trial_id)
         if new and self._sweep:
             ot_trial = self._ot_trials[trial_id]
-            ot_trial.set_user_attr(SWEEP_ATTR, self._sweep)
-            ot_trial.set_user_attr(TRIAL_ATTR, trial_id)
+            ot_trial.set_user_attr(tag.SWEEP, self._sweep)
+            ot_trial.set_user_attr(tag.TRIAL, trial_id)
         kill_point("searcher_ask")  # test-only (see orchestrator.driver.kill_point)
         return config
 
@@ -95,8 +93,8 @@ class ResumableOptunaSearch(OptunaSearch):
             elif (
                 sweep
                 and frozen.state == optuna.trial.TrialState.RUNNING
-                and frozen.user_attrs.get(SWEEP_ATTR) == sweep
+                and frozen.user_attrs.get(tag.SWEEP) == sweep
             ):
-                study._storage.set_trial_user_attr(frozen._trial_id, ENDED_ATTR, STALE)
+                study._storage.set_trial_user_attr(frozen._trial_id, tag.ENDED, STALE)
                 study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
                 log.info("Optuna trial %d: FAIL (%s)", frozen.number, STALE)

@@ -116,7 +116,7 @@ def summarize_sweep(outcome: SweepOutcome) -> SweepSummary:
     for r in table:
         if r["status"] == "FAILED":
             error = next(x for x in runs if x.info.run_id == r["run_id"]).data.tags.get(
-                tracking.ERROR_TAG, "unknown reason"
+                tracking.tags.ERROR, "unknown reason"
             )
             lines.append(f"Failed trial {r['trial']}: {error}")
     lines += [

@@ -4,6 +4,10 @@ A plain trial opens (or finds again) its MLflow run, resumes from its newest che
 (:mod:`orchestrator.checkpoints`) and runs the loop; a packed trial goes to
 :mod:`orchestrator.packing`, a distributed one to :mod:`orchestrator.distributed`. What these
 paths share (the context, opening runs, the loop's exit statuses) is :mod:`orchestrator.context`.
+
+Both trials take the same steps: open (or find again) the run(s); report the final metrics of
+runs that had finished before the driver died; end again, at once, runs that failed for good;
+read the newest checkpoint; build the context; :func:`orchestrator.context.train`.
 """
 
 from __future__ import annotations
@@ -15,12 +19,12 @@ from typing import Any
 
 from ray import tune
 
-from dynsweep.errors import TrialFailure
 from orchestrator.checkpoints import lineage
 from orchestrator.context import (
     SweepSetup,
     TrialContext,
     TrialPoint,
+    end_fatal_runs,
     open_runs,
     report_finished,
     resumable_state,
@@ -60,9 +64,7 @@ def run_trial(setup: SweepSetup, params: dict[str, Any]) -> None:
             report_finished(run)  # ...before the driver died: nothing more to train
             return
         run.reopen()  # PBT continues it from another trial's checkpoint
-    if run.fatal_error:  # retrying cannot help (e.g. the loss diverged): fail again at once
-        run.finish("FAILED", run.fatal_error, fatal=True)
-        raise TrialFailure(run.fatal_error)
+    end_fatal_runs([run])  # retrying cannot help (e.g. the loss diverged): fail again at once
 
     if spec.resources.distributed:
         from orchestrator.distributed import run_distributed

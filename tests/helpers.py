@@ -18,7 +18,6 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from orchestrator import cli
-from tracking import STEP_TAG as STEP
 
 BASE: dict[str, Any] = {
     "name": "t",
@@ -141,7 +140,7 @@ def wait_for_progress(client: MlflowClient, finished: int, step: int, timeout: f
         _, children = sweep_runs(client)
         done = [c for c in children if c.info.status == "FINISHED"]
         running = [c for c in children if c.info.status == "RUNNING"]
-        logged = int(running[0].data.tags.get(STEP, "-1")) if running else -1
+        logged = int(running[0].data.tags.get("dynsweep.logged_step", "-1")) if running else -1
         return len(done) == finished and logged >= step
 
     wait_for(reached, timeout, f"{finished} finished trials and a running one at step {step}")

@@ -6,7 +6,6 @@ import pytest
 import yaml
 
 from tests.helpers import BASE, merge, run_cli, store, sweep_runs
-from tracking.store import ERROR_TAG
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +46,7 @@ def test_forward_map_grid_then_fid_and_elbo(ray_session, workdir):
     heat, unstable = by_map["heat"], by_map["random_product"]
 
     assert unstable.info.status == "FAILED"
-    assert "numerically unstable" in unstable.data.tags[ERROR_TAG]
+    assert "numerically unstable" in unstable.data.tags["dynsweep.error"]
 
     assert heat.info.status == "FINISHED"
     metrics = heat.data.metrics

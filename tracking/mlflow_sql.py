@@ -47,7 +47,7 @@ from tracking.bulk import (
     step_params,
 )
 from tracking.secrets import credential_values, redact, redact_values
-from tracking.store import _retry
+from tracking.store import retry_if_locked
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ class SqlStore:
             with self._store.ManagedSessionMaker(read_only=False) as session:
                 session.add_all(rows)
 
-        _retry(write)
+        retry_if_locked(write)
         return out
 
     def end_runs(self, ends: dict[str, tuple[str, dict[str, str]]]) -> None:
@@ -241,7 +241,7 @@ class SqlStore:
                     for key, value in redact_values(tags, 5000, secrets).items():
                         session.merge(SqlTag(key=key, value=value, run_uuid=run.run_uuid))
 
-        _retry(write)
+        retry_if_locked(write)
 
 
 def _mlflow_store(uri: str):

@@ -10,15 +10,15 @@ binding); otherwise with ``log_batch`` per run (at most 1,000 points a request).
 also moves every run's ``dynsweep.logged_step`` tag to the last step whose points are all
 stored, so a retried attempt can skip what is already there.
 
-Back-pressure: at most ``max_pending`` points (:data:`MAX_PENDING`; ~60 bytes each as queued in
-steps of 20 values, measured with tracemalloc: ~12 MB) wait in the queue, plus the one batch in
-flight; a ``put`` that would pass the bound waits for the store (training waits, no point is
-dropped), and the first wait logs one WARNING with the backlog. A batch the store refuses is
-kept and sent again (a point is stored once: the SQL path writes a batch in one transaction,
-MLflow's ``log_batch`` skips points it already holds) until the store has been failing for
-:data:`RETRY_FOR_S` seconds (``DYNSWEEP_TRACKING_RETRY_S``); then the sender stops with one
-error naming the store and what to do, raised by the next ``put`` or ``flush``, and every point
-stored so far stays.
+Back-pressure: at most ``max_pending`` points (:data:`MAX_PENDING_POINTS`; ~60 bytes each as
+queued in steps of 20 values, measured with tracemalloc: ~12 MB) wait in the queue, plus the
+one batch in flight; a ``put`` that would pass the bound waits for the store (training waits,
+no point is dropped), and the first wait logs one WARNING with the backlog. A batch the store
+refuses is kept and sent again (a point is stored once: the SQL path writes a batch in one
+transaction, MLflow's ``log_batch`` skips points it already holds) until the store has been
+failing for :data:`RETRY_FOR_S` seconds (``DYNSWEEP_TRACKING_RETRY_S``); then the sender stops
+with one error naming the store and what to do, raised by the next ``put`` or ``flush``, and
+every point stored so far stays.
 """
 
 from __future__ import annotations
@@ -32,22 +32,23 @@ from collections import deque
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
+from tracking import tags as tag
 from tracking.bulk import BULK_MAX, Step
 from tracking.mlflow_sql import sql_store
 from tracking.secrets import redact
-from tracking.store import MAX_METRICS, STEP_TAG, _retry
+from tracking.store import MAX_METRICS, retry_if_locked
 
 log = logging.getLogger(__name__)
 
 SEND_EVERY_S = 1.0
-MAX_PENDING = 200_000  # points queued before put waits for the store
+MAX_PENDING_POINTS = 200_000  # metric values queued before put waits for the store
 RETRY_FOR_S = 600.0  # a store failing this long stops the sender (DYNSWEEP_TRACKING_RETRY_S)
 
 Entry = tuple[str, int, int, dict[str, float]]  # run id, step, timestamp (ms), values
 
 
 class MetricSender:
-    def __init__(self, uri: str, max_pending: int = MAX_PENDING) -> None:
+    def __init__(self, uri: str, max_pending: int = MAX_PENDING_POINTS) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending: expected a positive number of points: {max_pending}")
         self.uri = uri
@@ -168,7 +169,7 @@ class MetricSender:
         first_failure, pause = None, 0.5
         while True:
             try:
-                _retry(lambda: self._send(taken, watermarks))
+                retry_if_locked(lambda: self._send(taken, watermarks))
                 if first_failure is not None:
                     log.warning(
                         "the tracking store %s accepts metrics again after %.0f s",
@@ -222,7 +223,7 @@ class MetricSender:
 
     def _send(self, taken: dict[str, list[Step]], watermarks: dict[str, str]) -> None:
         if self._sql is not None:
-            self._sql.write_steps(taken, {r: {STEP_TAG: w} for r, w in watermarks.items()})
+            self._sql.write_steps(taken, {r: {tag.LOGGED_STEP: w} for r, w in watermarks.items()})
             return
         for run_id, steps in taken.items():
             metrics = [
@@ -230,7 +231,7 @@ class MetricSender:
                 for step, ts, values in steps
                 for k, v in values.items()
             ]
-            tags = [RunTag(STEP_TAG, watermarks[run_id])]
+            tags = [RunTag(tag.LOGGED_STEP, watermarks[run_id])]
             self.client.log_batch(run_id, metrics=metrics, tags=tags)
 
 

@@ -23,12 +23,13 @@ from tracking import tags as tag
 from tracking.secrets import redact, redact_obj, redact_values
 
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
-TRIAL_TAG, STEP_TAG, ERROR_TAG = tag.TRIAL, tag.LOGGED_STEP, tag.ERROR
 T = TypeVar("T")
 
 
-def _retry(fn: Callable[[], T], attempts: int = 8) -> T:
-    """Retry on a locked sqlite database (several trials write to one file)."""
+def retry_if_locked(fn: Callable[[], T], attempts: int = 8) -> T:
+    """``fn()``, called again (up to ``attempts`` times, pauses doubling from 50 ms) while it
+    fails with sqlite's "database is locked" (several trials write to one file); any other
+    error is raised at once."""
     for i in range(attempts):
         try:
             return fn()
@@ -156,13 +157,13 @@ def _chunks(items: list, size: int) -> Iterable[list]:
 def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
     items = [Param(k, v) for k, v in redact_values(params, 6000).items()]
     for chunk in _chunks(items, MAX_PARAMS):
-        _retry(lambda c=chunk: client.log_batch(run_id, params=c))
+        retry_if_locked(lambda c=chunk: client.log_batch(run_id, params=c))
 
 
 def set_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
     items = [RunTag(k, v) for k, v in redact_values(tags, 5000).items()]
     for chunk in _chunks(items, MAX_TAGS):
-        _retry(lambda c=chunk: client.log_batch(run_id, tags=c))
+        retry_if_locked(lambda c=chunk: client.log_batch(run_id, tags=c))
 
 
 def ensure_experiment(uri: str, name: str) -> str:
@@ -193,27 +194,28 @@ def start_sweep_run(
 
 
 def end_run(uri: str, run_id: str, status: str, error: str | None = None) -> None:
+    """End one run with ``status``; ``error``: its ``dynsweep.error`` tag and MLflow note."""
     client = MlflowClient(uri)
     if error:
-        set_tags(client, run_id, {ERROR_TAG: error, "mlflow.note.content": error})
-    _retry(lambda: client.set_terminated(run_id, status=status))
+        set_tags(client, run_id, {tag.ERROR: error, tag.NOTE: error})
+    retry_if_locked(lambda: client.set_terminated(run_id, status=status))
 
 
 def reopen_run(uri: str, run_id: str) -> None:
     """Mark a KILLED/FAILED run RUNNING again (a resumed sweep continues it)."""
-    _retry(lambda: MlflowClient(uri).update_run(run_id, status="RUNNING"))
+    retry_if_locked(lambda: MlflowClient(uri).update_run(run_id, status="RUNNING"))
 
 
 def child_runs(uri: str, experiment_id: str, parent_id: str) -> list:
     return MlflowClient(uri).search_runs(
         [experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
+        filter_string=f"tags.`{tag.PARENT}` = '{parent_id}'",
         max_results=50_000,
     )
 
 
-def close_unfinished_children(uri: str, experiment_id: str, parent_id: str, status: str) -> int:
-    """Terminate every child run of ``parent_id`` still RUNNING; return how many."""
+def end_unfinished_children(uri: str, experiment_id: str, parent_id: str, status: str) -> int:
+    """End with ``status`` every child run of ``parent_id`` still RUNNING; return how many."""
     n = 0
     for run in child_runs(uri, experiment_id, parent_id):
         if run.info.status == "RUNNING":
@@ -222,12 +224,15 @@ def close_unfinished_children(uri: str, experiment_id: str, parent_id: str, stat
     return n
 
 
+close_unfinished_children = end_unfinished_children  # the old name, for orchestrator/sweep.py
+
+
 def log_summary(uri: str, run_id: str, metrics: dict[str, float], table: dict[str, list]) -> None:
     client = MlflowClient(uri)
     now = int(time.time() * 1000)
     items = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
     for chunk in _chunks(items, MAX_METRICS):
-        _retry(lambda c=chunk: client.log_batch(run_id, metrics=c))
+        retry_if_locked(lambda c=chunk: client.log_batch(run_id, metrics=c))
     # (replaces the table of an earlier attempt)
     client.log_dict(run_id, redact_obj(table), "trials.json")
 
@@ -252,7 +257,7 @@ def log_analysis(
     now = int(time.time() * 1000)
     items = [Metric(f"analysis/{step}/{k}", float(v), now, 0) for k, v in metrics.items()]
     for chunk in _chunks(items, MAX_METRICS):
-        _retry(lambda c=chunk: client.log_batch(run_id, metrics=c))
+        retry_if_locked(lambda c=chunk: client.log_batch(run_id, metrics=c))
     for name, obj in (tables or {}).items():
         client.log_dict(run_id, redact_obj(obj), f"analysis/{step}/{name}.json")
     _log_files(client, run_id, f"analysis/{step}", figures or {})
@@ -286,4 +291,4 @@ def _log_files(client: MlflowClient, run_id: str, folder: str, files: dict[str, 
         for name, data in files.items():
             path = Path(tmp) / name
             path.write_bytes(data)
-            _retry(lambda p=path: client.log_artifact(run_id, str(p), folder))
+            retry_if_locked(lambda p=path: client.log_artifact(run_id, str(p), folder))

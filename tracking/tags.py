@@ -2,11 +2,15 @@
 
 Run tags (child runs of trials, parent runs of sweeps) carry dynsweep's own state: which Tune
 trial a run belongs to, how far its metrics were logged, why it stopped. Readers (the
-orchestrator, ``analysis.io``) import the names from here rather than spelling them (the
-tests spell them out, so a renamed tag fails them).
+orchestrator, ``analysis.io``) import the names from here rather than spelling them, and no
+module keeps an alias of its own (the tests spell them out, so a renamed tag fails them).
 """
 
 from __future__ import annotations
+
+# MLflow's own tags that dynsweep sets
+PARENT = "mlflow.parentRunId"  # a trial's run is a child of its sweep's run
+NOTE = "mlflow.note.content"  # the run's note in the UI (a failed run: why)
 
 # A trial's child run
 TRIAL = "dynsweep.trial_id"  # Tune's trial id (stable across retries and resume)
@@ -26,6 +30,10 @@ SWEEP_DIR = "dynsweep.sweep_dir"
 GIT_SHA = "dynsweep.git_sha"
 CONFIG_HASH = "dynsweep.config_hash"
 LAUNCHER = "dynsweep.launcher"
+
+# An Optuna trial's user attributes (orchestrator.search)
+SWEEP = "dynsweep.sweep"  # the parent run id of the sweep that asked the trial (and TRIAL)
+ENDED = "dynsweep.ended"  # why dynsweep ended the Optuna trial itself
 
 # Versions of what ran (every run)
 VERSION = "dynsweep.version"

@@ -7,11 +7,19 @@ waits for the store. Each batch moves the run's ``dynsweep.logged_step`` tag (af
 metrics are stored), and a retried attempt skips steps at or below it: no step is ever logged
 twice. ``flush()`` waits until everything is stored (checkpoints, the end of the trial); a
 crash loses at most the batch in flight.
+
+:func:`find_or_create_runs` is the one way a trial's run is opened: found again by its trial
+id under the sweep's parent run (a retry or a resumed sweep), or created with its tags and
+params. A plain trial opens one run (:meth:`TrialRun.open`); a packed trial opens its members'
+runs together, all logging through one sender (128 members: on a SQL store one search and one
+transaction that creates them all, see :meth:`.mlflow_sql.SqlStore.create_runs`, instead of
+several transactions a run, which on sqlite cost more than the training).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -22,16 +30,18 @@ from tracking import tags as tag
 from tracking.mlflow_sql import NewRun, sql_store
 from tracking.secrets import redact_obj
 from tracking.sender import MetricSender
-from tracking.store import (
-    ERROR_TAG,
-    STEP_TAG,
-    TRIAL_TAG,
-    _retry,
-    end_run,
-    log_params,
-    reopen_run,
-    set_tags,
-)
+from tracking.store import end_run, log_params, reopen_run, retry_if_locked, set_tags
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One trial's run to open: its trial id (a packed member: ``TRIAL-NNN``), name, params
+    and tags (besides those every trial run gets, see :func:`find_or_create_runs`)."""
+
+    trial_id: str
+    run_name: str
+    params: dict[str, str]
+    tags: dict[str, str]
 
 
 class TrialRun:
@@ -75,33 +85,11 @@ class TrialRun:
         tags: dict[str, str],
         sender: MetricSender | None = None,
     ) -> TrialRun:
-        """Find this trial's run (a retry or resume) or create it; ``sender``: a metric path
-        shared with other runs (the members of a packed trial), else the run gets its own."""
-        client = MlflowClient(uri)
-        found = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and "
-            f"tags.`mlflow.parentRunId` = '{parent_id}'",
-            max_results=1,
-        )
-        if found:
-            return cls.continue_run(uri, found[0], sender)
-        all_tags = {
-            "mlflow.parentRunId": parent_id,
-            TRIAL_TAG: trial_id,
-            tag.ATTEMPTS: "1",
-            **tags,
-        }
-        store = sql_store(uri)
-        if store is not None:  # one transaction: the run, its tags and its params
-            new = NewRun(trial_id, run_name, all_tags, params)
-            run_id, artifact_uri = store.create_runs(experiment_id, [new])[trial_id]
-        else:
-            safe = redact_obj(all_tags)
-            run = _retry(lambda: client.create_run(experiment_id, run_name=run_name, tags=safe))
-            log_params(client, run.info.run_id, params)
-            run_id, artifact_uri = run.info.run_id, run.info.artifact_uri
-        return cls(uri, run_id, -1, params, artifact_uri, sender=sender, run_name=run_name)
+        """Find this trial's run (a retry or resume) or create it: :func:`find_or_create_runs`
+        for one run; ``sender``: a metric path shared with other runs, else its own."""
+        spec = RunSpec(trial_id, run_name, params, tags)
+        (run,) = find_or_create_runs(uri, experiment_id, parent_id, [spec], sender)
+        return run
 
     @classmethod
     def attach(cls, uri: str, run_id: str, sender: MetricSender | None = None) -> TrialRun:
@@ -122,7 +110,7 @@ class TrialRun:
         new = cls(
             uri,
             run.info.run_id,
-            int(run.data.tags.get(STEP_TAG, "-1")),
+            int(run.data.tags.get(tag.LOGGED_STEP, "-1")),
             dict(run.data.params),
             run.info.artifact_uri,
             run.data.tags.get(tag.FATAL),
@@ -175,7 +163,7 @@ class TrialRun:
         return Path(unquote(parsed.path)) / path
 
     def log_artifact(self, path: Path, artifact_path: str) -> None:
-        _retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
+        retry_if_locked(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
 
     def log_dict(self, obj: dict, name: str) -> None:
         obj = redact_obj(obj)
@@ -198,35 +186,38 @@ class TrialRun:
         """Make a file written at :meth:`artifact_path` an artifact (uploads if remote)."""
         if self.local_artifact_dir(path) is None:
             folder = str(Path(path).parent) if Path(path).parent != Path(".") else None
-            _retry(lambda: self.client.log_artifact(self.run_id, str(written), folder))
+            retry_if_locked(lambda: self.client.log_artifact(self.run_id, str(written), folder))
 
     def set_tags(self, tags: dict[str, str]) -> None:
         set_tags(self.client, self.run_id, tags)
 
     def close(self) -> None:
-        """Flush (and stop the sender thread when this run owns it)."""
+        """Flush, and stop the sender thread when this run owns it; the run stays as it is
+        (another process may log to it, or :meth:`end` it)."""
         if self._own_sender:
             self.sender.close()
         else:
             self.sender.flush()
 
-    def finish(
+    def end(
         self,
         status: str,
         error: str | None = None,
         fatal: bool = False,
         tags: dict[str, str] | None = None,
     ) -> None:
+        """Close, then end the run with ``status`` (``error``: its ``dynsweep.error`` and note;
+        ``fatal``: tagged ``dynsweep.fatal``, so a retry fails at once instead of training)."""
         self.close()
         tags = dict(tags or {})
         if fatal and error:
             tags[tag.FATAL] = error
         end_runs(self.uri, {self.run_id: (status, error, tags)})
 
-    def finish_if_running(self, status: str, error: str | None = None) -> None:
+    def end_if_running(self, status: str, error: str | None = None) -> None:
         """End the run unless another process (a worker) already did."""
         if self.client.get_run(self.run_id).info.status == "RUNNING":
-            self.finish(status, error)
+            self.end(status, error)
 
 
 def end_runs(uri: str, ends: dict[str, tuple[str, str | None, dict[str, str]]]) -> None:
@@ -243,6 +234,77 @@ def end_runs(uri: str, ends: dict[str, tuple[str, str | None, dict[str, str]]]) 
         return
     with_error = {}
     for run_id, (status, error, tags) in ends.items():
-        extra = {ERROR_TAG: error, "mlflow.note.content": error} if error else {}
+        extra = {tag.ERROR: error, tag.NOTE: error} if error else {}
         with_error[run_id] = (status, {**tags, **extra})
     store.end_runs(with_error)
+
+
+def find_or_create_runs(
+    uri: str,
+    experiment_id: str,
+    parent_id: str,
+    specs: list[RunSpec],
+    sender: MetricSender | None = None,
+    pack_id: str | None = None,
+) -> list[TrialRun]:
+    """The run of each spec, children of ``parent_id``: found again by its trial id (a retried
+    or resumed trial: a new attempt in it, see :meth:`TrialRun.continue_run`), else created
+    with the tags every trial run has (parent, trial id, attempts, ``dynsweep.pack = pack_id``
+    for the members of a packed trial) and the spec's own tags and params. ``sender``: one
+    metric path for all the runs (a pack's), else each run gets its own.
+
+    On a SQL store every missing run is created in one transaction; other stores (servers)
+    create them one at a time through ``MlflowClient``."""
+    client = MlflowClient(uri)
+    if pack_id is not None:
+        which = f"tags.`{tag.PACK}` = '{pack_id}'"
+    else:
+        (only,) = specs
+        which = f"tags.`{tag.TRIAL}` = '{only.trial_id}'"
+    found: dict[str, object] = {}
+    for run in client.search_runs(
+        [experiment_id],
+        filter_string=f"{which} and tags.`{tag.PARENT}` = '{parent_id}'",
+        max_results=50_000,
+    ):  # newest first: that one is continued
+        found.setdefault(run.data.tags[tag.TRIAL], run)
+    own = {tag.PACK: pack_id} if pack_id is not None else {}
+    new = [
+        NewRun(
+            s.trial_id,
+            s.run_name,
+            {tag.PARENT: parent_id, tag.TRIAL: s.trial_id, **own, tag.ATTEMPTS: "1", **s.tags},
+            s.params,
+        )
+        for s in specs
+        if s.trial_id not in found
+    ]
+    created = _create_runs(uri, client, experiment_id, new) if new else {}
+    runs = []
+    for s in specs:
+        if s.trial_id in found:
+            runs.append(TrialRun.continue_run(uri, found[s.trial_id], sender))
+        else:
+            run_id, artifact_uri = created[s.trial_id]
+            new_run = TrialRun(uri, run_id, -1, s.params, artifact_uri, sender=sender)
+            new_run.run_name = s.run_name
+            runs.append(new_run)
+    return runs
+
+
+def _create_runs(
+    uri: str, client: MlflowClient, experiment_id: str, new: list[NewRun]
+) -> dict[str, tuple[str, str]]:
+    """Create runs, ``{trial_id: (run_id, artifact_uri)}``: one transaction on a SQL store."""
+    store = sql_store(uri)
+    if store is not None:
+        return store.create_runs(experiment_id, new)
+    created = {}
+    for n in new:
+        tags = redact_obj(n.tags)
+        run = retry_if_locked(
+            lambda n=n, t=tags: client.create_run(experiment_id, run_name=n.run_name, tags=t)
+        )
+        log_params(client, run.info.run_id, n.params)
+        created[n.trial_id] = (run.info.run_id, run.info.artifact_uri)
+    return created

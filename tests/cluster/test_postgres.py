@@ -7,10 +7,9 @@ from mlflow.tracking import MlflowClient
 
 import tracking
 from tests.services import postgres
-from tracking.members import MemberSpec, open_members
 from tracking.mlflow_sql import sql_store
 from tracking.sender import MetricSender
-from tracking.trial_run import end_runs
+from tracking.trial_run import RunSpec, end_runs, find_or_create_runs
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +29,7 @@ def test_bulk_metric_path_stores_every_point_once(pg, caplog):
         run.log_metrics(step, {"train/loss": 1.0 / step, "train/acc": step / 1000})
         if step == 500:
             run.flush()  # two batches at least, with a watermark in between
-    run.finish("FINISHED")
+    run.end("FINISHED")
     assert "falls back" not in caplog.text and "log_batch" not in caplog.text
     client = MlflowClient(pg)
     for key, value in (("train/loss", lambda s: 1.0 / s), ("train/acc", lambda s: s / 1000)):
@@ -47,8 +46,8 @@ def test_packed_member_runs_are_created_and_ended_together(pg):
     exp = tracking.ensure_experiment(pg, "members")
     parent = tracking.start_sweep_run(pg, exp, "sweep", {}, {})
     sender = MetricSender(pg)
-    specs = [MemberSpec(f"trial_0-{i:03d}", f"m{i}", {"i": str(i)}, {}) for i in range(3)]
-    runs = open_members(pg, exp, parent, "trial_0", specs, sender)
+    specs = [RunSpec(f"trial_0-{i:03d}", f"m{i}", {"i": str(i)}, {}) for i in range(3)]
+    runs = find_or_create_runs(pg, exp, parent, specs, sender, pack_id="trial_0")
     for step in range(1, 51):
         for i, run in enumerate(runs):
             run.log_metrics(step, {"train/loss": float(i * 100 + step)})
@@ -63,7 +62,9 @@ def test_packed_member_runs_are_created_and_ended_together(pg):
         history = client.get_metric_history(run.run_id, "train/loss")
         assert sorted(m.value for m in history) == [float(i * 100 + s) for s in range(1, 51)]
     retry_sender = MetricSender(pg)
-    again = open_members(pg, exp, parent, "trial_0", specs, retry_sender)  # a retried pack
+    again = find_or_create_runs(
+        pg, exp, parent, specs, retry_sender, pack_id="trial_0"
+    )  # a retried pack
     retry_sender.close()
     assert [r.run_id for r in again] == [r.run_id for r in runs]
     assert all(r.final is not None for r in again)  # finished: not reopened
@@ -81,7 +82,7 @@ def test_a_plain_postgresql_uri_works_for_tracking_and_optuna(pg):
     parent = tracking.start_sweep_run(uri, exp, "sweep", {}, {})
     run = tracking.TrialRun.open(uri, exp, parent, "trial_0", "trial 0", {}, {})
     run.log_metrics(1, {"train/loss": 0.5})
-    run.finish("FINISHED")
+    run.end("FINISHED")
     assert MlflowClient(plain).get_run(run.run_id).data.metrics["train/loss"] == 0.5
     # Optuna in a database of its own: it and MLflow each keep an alembic_version table
     optuna_uri = plain.rsplit("/", 1)[0] + "/postgres"

@@ -32,9 +32,7 @@ import pytest
 import yaml
 
 from orchestrator.driver import KILL_ENV
-from orchestrator.search import ENDED_ATTR, SWEEP_ATTR, TRIAL_ATTR
 from tests.helpers import BASE, history, run_cli, start_driver, store, sweep_runs, wait_for
-from tracking import STEP_TAG
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("ray_session")]
 
@@ -94,7 +92,7 @@ def write_sweep(workdir: Path, search: dict, x: dict, scheduler: str) -> Path:
 
 
 def logged(run) -> int:
-    return int(run.data.tags.get(STEP_TAG, "-1"))
+    return int(run.data.tags.get("dynsweep.logged_step", "-1"))
 
 
 def two_running_past_checkpoints(client, proc) -> bool:
@@ -189,7 +187,7 @@ def test_driver_killed_in_a_window_then_resumed(case, workdir, ray_session, requ
         assert saved.get(first) not in (None, "TERMINATED"), saved
     if storage:
         study = optuna.load_study(study_name="matrix", storage=storage)
-        by_trial = {t.user_attrs[TRIAL_ATTR]: t.state.name for t in study.trials}
+        by_trial = {t.user_attrs["dynsweep.trial_id"]: t.state.name for t in study.trials}
         assert by_trial[first] == "COMPLETE", by_trial
         if kill == ASKED:  # asked for a third trial that Tune never saved
             assert [i for i, st in by_trial.items() if i not in saved] != [], (by_trial, saved)
@@ -226,13 +224,15 @@ def test_driver_killed_in_a_window_then_resumed(case, workdir, ray_session, requ
     done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
     runs = {c.data.tags["dynsweep.trial_id"]: c for c in children}
     # One finished study trial per run, each told once (a second tell would have failed).
-    assert sorted(t.user_attrs[TRIAL_ATTR] for t in done) == sorted(runs)
-    assert all(t.user_attrs[SWEEP_ATTR] == sweep_id for t in done)
+    assert sorted(t.user_attrs["dynsweep.trial_id"] for t in done) == sorted(runs)
+    assert all(t.user_attrs["dynsweep.sweep"] == sweep_id for t in done)
     failed = [t for t in study.trials if t.state.name == "FAIL"]
     # A trial asked just before the kill (never created by Tune) is ended, with the reason.
     assert len(failed) == (1 if kill == ASKED else 0), states
-    assert all(ENDED_ATTR in t.user_attrs for t in failed)
+    assert all("dynsweep.ended" in t.user_attrs for t in failed)
     for t in done:
-        assert t.value == pytest.approx(final_loss(client, runs[t.user_attrs[TRIAL_ATTR]]))
+        assert t.value == pytest.approx(final_loss(client, runs[t.user_attrs["dynsweep.trial_id"]]))
     best_run = min(children, key=lambda c: final_loss(client, c))
-    assert study.best_trial.user_attrs[TRIAL_ATTR] == best_run.data.tags["dynsweep.trial_id"]
+    assert (
+        study.best_trial.user_attrs["dynsweep.trial_id"] == best_run.data.tags["dynsweep.trial_id"]
+    )

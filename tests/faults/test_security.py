@@ -100,7 +100,7 @@ def test_credentials_never_reach_params_tags_or_artifacts(tmp_path, monkeypatch)
         tags={"dynsweep.header": f"Bearer {TOKEN}"},
     )  # fmt: skip
     run.log_dict({"config": {"url": db_uri, "key": TOKEN}}, "config.json")
-    run.finish("FAILED", f"could not reach {db_uri} with {TOKEN}")
+    run.end("FAILED", f"could not reach {db_uri} with {TOKEN}")
     tracking.set_tags(MlflowClient(uri), parent, {"dynsweep.error": f"x {TOKEN}"})
 
     written = dump_store(uri, tmp_path)

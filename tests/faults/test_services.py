@@ -24,7 +24,6 @@ from mlflow.tracking import MlflowClient
 import tracking
 from tests.helpers import free_port, wait_for_url
 from tests.services import postgres, restart_postgres
-from tracking.store import STEP_TAG
 
 pytestmark = pytest.mark.e2e
 KEYS = [f"m{k}" for k in range(20)]
@@ -106,7 +105,7 @@ def test_tracking_server_down_longer_than_the_clients_retries(tmp_path, monkeypa
         server = _server(tmp_path, port)
         _assert_once(uri, run.run_id, range(30))
         tags = MlflowClient(uri).get_run(run.run_id).data.tags
-        assert tags[STEP_TAG] == "29"  # a retried attempt continues from step 30
+        assert tags["dynsweep.logged_step"] == "29"  # a retried attempt continues from step 30
     finally:
         if server.poll() is None:
             _kill(server)
@@ -124,4 +123,4 @@ def test_postgresql_restarted_under_a_trial_logging_straight_into_it(caplog):
         restart.join()
         run.close()
         _assert_once(uri, run.run_id, range(150))
-        assert MlflowClient(uri).get_run(run.run_id).data.tags[STEP_TAG] == "149"
+        assert MlflowClient(uri).get_run(run.run_id).data.tags["dynsweep.logged_step"] == "149"

@@ -7,7 +7,7 @@ import optuna
 import pytest
 from ray import tune
 
-from orchestrator.search import ENDED_ATTR, SWEEP_ATTR, TRIAL_ATTR, ResumableOptunaSearch
+from orchestrator.search import ResumableOptunaSearch
 
 RUNNING, COMPLETE, FAIL = (
     optuna.trial.TrialState.RUNNING,
@@ -55,7 +55,7 @@ def test_a_trial_told_after_the_save_is_not_told_again(storage, tmp_path):
     resumed.on_trial_complete("b", {"loss": 0.2})  # `b` continued: told once, at its end
     study = optuna.load_study(study_name="s", storage=storage)
     assert [(t.state, t.value) for t in study.trials] == [(COMPLETE, 0.4), (COMPLETE, 0.2)]
-    assert [t.user_attrs[TRIAL_ATTR] for t in study.trials] == ["a", "b"]
+    assert [t.user_attrs["dynsweep.trial_id"] for t in study.trials] == ["a", "b"]
 
 
 def test_without_reconciling_the_resume_fails_as_reported(storage, tmp_path, monkeypatch):
@@ -85,9 +85,10 @@ def test_a_trial_asked_after_the_save_ends_as_fail(storage, tmp_path):
     assert [t.state for t in study.trials] == [RUNNING, FAIL, RUNNING]
     stale = study.trials[1]
     assert (
-        stale.user_attrs[SWEEP_ATTR] == "sweep-a" and "driver died" in stale.user_attrs[ENDED_ATTR]
+        stale.user_attrs["dynsweep.sweep"] == "sweep-a"
+        and "driver died" in stale.user_attrs["dynsweep.ended"]
     )
-    assert study.trials[2].user_attrs[SWEEP_ATTR] == "sweep-b"  # not this sweep's: untouched
+    assert study.trials[2].user_attrs["dynsweep.sweep"] == "sweep-b"  # not this sweep's: untouched
     resumed.suggest("d")  # Tune asks for the trial it lost
     resumed.on_trial_complete("a", {"loss": 0.3})
     resumed.on_trial_complete("d", {"loss": 0.1})

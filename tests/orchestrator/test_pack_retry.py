@@ -10,11 +10,10 @@ from mlflow.tracking import MlflowClient
 
 import tracking
 from dynsweep.errors import TrialFailure
-from orchestrator.context import TrialContext
-from orchestrator.packing import close_failed_members
+from orchestrator.context import TrialContext, TrialPoint, end_fatal_runs, open_runs
+from orchestrator.packing import member_contexts
 from tests.trainers.test_packing import LOOP
 from tracking import tags as tag
-from tracking.members import MemberSpec, open_members
 from tracking.sender import MetricSender
 from trainers.local import LocalContext
 from trainers.loop import StopRule, fit
@@ -23,14 +22,11 @@ from trainers.paths.trainer import PathsConfig
 
 
 def _contexts(uri, exp, parent, sender, tmp_path) -> list[TrialContext]:
-    specs = [MemberSpec(f"trial_0-{i:03d}", f"m{i}", {"i": str(i)}, {}) for i in range(3)]
-    runs = open_members(uri, exp, parent, "trial_0", specs, sender)
-    return [
-        TrialContext(
-            run, i, tmp_path / f"m{i}", tmp_path, {"run_id": run.run_id}, torch.device("cpu")
-        )
-        for i, run in enumerate(runs)
-    ]
+    """A (retried) pack's member contexts, as run_pack_trial builds them."""
+    points = [TrialPoint(f"trial_0-{i:03d}", f"m{i}", "paths", {"i": i}, i) for i in range(3)]
+    runs = open_runs(uri, exp, parent, points, {}, pack_id="trial_0", sender=sender)
+    end_fatal_runs(runs)
+    return member_contexts(runs, points, tmp_path, tmp_path, torch.device("cpu"))
 
 
 def test_a_retry_keeps_diverged_members_failed(tmp_path):
@@ -39,25 +35,25 @@ def test_a_retry_keeps_diverged_members_failed(tmp_path):
     parent = tracking.start_sweep_run(uri, exp, "sweep", {}, {})
     sender = MetricSender(uri)
     first = _contexts(uri, exp, parent, sender, tmp_path)
+    assert [c.closed for c in first] == [False, False, False]
     first[1].fail("non-finite metric at step 7: train/loss = nan")  # diverged in attempt 1
     sender.flush()
-    retry = _contexts(uri, exp, parent, sender, tmp_path)  # the pack's process died: retried
     client = MlflowClient(uri)
-    assert client.get_run(retry[1].run.run_id).info.status == "RUNNING"  # reopened by open
-    close_failed_members(retry)
+    retry = _contexts(uri, exp, parent, sender, tmp_path)  # the pack's process died: retried
     sender.close()
     stored = client.get_run(retry[1].run.run_id)
-    assert stored.info.status == "FAILED"
+    assert stored.info.status == "FAILED"  # reopened by the search, ended again at once
     assert stored.data.tags[tag.FATAL] == "non-finite metric at step 7: train/loss = nan"
+    assert stored.data.tags[tag.ATTEMPTS] == "2"
     assert [c.closed for c in retry] == [False, True, False]
     assert {client.get_run(c.run.run_id).info.status for c in (retry[0], retry[2])} == {"RUNNING"}
+    assert [c.run.run_id for c in retry] == [c.run.run_id for c in first]  # the same runs
 
     for context in retry[::2]:
         context.fail("diverged too")
-    again = _contexts(uri, exp, parent, MetricSender(uri), tmp_path)
     with pytest.raises(TrialFailure, match="diverged too"):  # the first member's reason
-        close_failed_members(again)  # no member left: the trial fails at once
-    assert {client.get_run(c.run.run_id).info.status for c in again} == {"FAILED"}
+        _contexts(uri, exp, parent, MetricSender(uri), tmp_path)  # no member left: fails
+    assert {client.get_run(c.run.run_id).info.status for c in retry} == {"FAILED"}
 
 
 def test_the_loop_leaves_out_a_member_that_was_closed_before_it_started(tmp_path):

@@ -15,13 +15,12 @@ from mlflow.tracking import MlflowClient
 import tracking
 from tracking import mlflow_sql
 from tracking import tags as tag
-from tracking.members import MemberSpec, open_members
 from tracking.mlflow_sql import NewRun, sql_store
 from tracking.sender import MetricSender
-from tracking.trial_run import TrialRun, end_runs
+from tracking.trial_run import RunSpec, TrialRun, end_runs, find_or_create_runs
 
 PACK = "PACK-1"
-SPEC = MemberSpec("TRIAL-001", "lr=0.1,depth=3", {"lr": "0.1", "model.depth": "3"}, {tag.SEED: "7"})
+SPEC = RunSpec("TRIAL-001", "lr=0.1,depth=3", {"lr": "0.1", "model.depth": "3"}, {tag.SEED: "7"})
 STEPS = {  # step → values: NaN, ±inf, a key missing at some steps
     1: {"loss": 2.5, "acc": 0.1},
     2: {"loss": math.nan, "acc": 0.2},
@@ -74,7 +73,7 @@ def check_times(fast, ref, before: int) -> None:
 
 
 def test_a_member_run_reads_back_like_one_from_client_create_run(uri, fresh_reports):
-    """Created by open_members, metrics through the sender's bulk path, ended by end_runs —
+    """Created by find_or_create_runs, metrics through the sender's bulk path, ended by end_runs —
     against create_run + log_batch + set_terminated with the same tags, params and metrics."""
     client = MlflowClient(uri)
     exp = tracking.ensure_experiment(uri, "parity")
@@ -83,7 +82,7 @@ def test_a_member_run_reads_back_like_one_from_client_create_run(uri, fresh_repo
 
     sender = MetricSender(uri)
     assert sender._sql is not None  # the fast path is what this test is about
-    (member,) = open_members(uri, exp, parent, PACK, [SPEC], sender)
+    (member,) = find_or_create_runs(uri, exp, parent, [SPEC], sender, pack_id=PACK)
     for step, values in STEPS.items():
         member.log_metrics(step, values)
     sender.flush()
@@ -136,7 +135,7 @@ def test_a_member_run_reads_back_like_one_from_client_create_run(uri, fresh_repo
 def test_a_trial_run_on_the_sql_path_reads_back_like_one_through_the_client(
     uri, fresh_reports, monkeypatch
 ):
-    """``TrialRun.open`` and ``finish`` (a fatal failure, with tags) on a SQL store — one
+    """``TrialRun.open`` and ``end`` (a fatal failure, with tags) on a SQL store — one
     transaction each — against the same calls with the fast path off (the client's
     create_run + log_batch + set_terminated); a retry finds either run again."""
     client = MlflowClient(uri)
@@ -150,12 +149,12 @@ def test_a_trial_run_on_the_sql_path_reads_back_like_one_through_the_client(
         run = TrialRun.open(uri, exp, parent, f"trial_{fast}", SPEC.run_name, SPEC.params,
                             {**SPEC.tags, "team": "x"})  # fmt: skip
         run.log_metrics(1, {"loss": 0.5})
-        run.finish(status, error, fatal=True, tags=tags)
+        run.end(status, error, fatal=True, tags=tags)
         ids[fast] = run.run_id
         assert (mlflow_sql._stores[uri] is not None) == fast
         again = TrialRun.open(uri, exp, parent, f"trial_{fast}", SPEC.run_name, SPEC.params, {})
         assert again.run_id == run.run_id and again.fatal_error == error and again.attempt == 1
-        again.finish(status, error, fatal=True)
+        again.end(status, error, fatal=True)
 
     a, b = client.get_run(ids[True]), client.get_run(ids[False])
     ta, tb = dict(a.data.tags), dict(b.data.tags)
@@ -236,7 +235,9 @@ def test_a_sql_store_without_the_expected_internals_warns_once_and_still_logs(
     sender = MetricSender(uri)
     assert sender._sql is None
     MetricSender(uri).close()  # a second sender of the same store: no second warning
-    (member,) = open_members(uri, exp, parent, PACK, [SPEC], sender)  # one run at a time
+    (member,) = find_or_create_runs(
+        uri, exp, parent, [SPEC], sender, pack_id=PACK
+    )  # one run at a time
     for step, values in STEPS.items():
         member.log_metrics(step, values)
     sender.flush()

@@ -7,7 +7,6 @@ from mlflow.tracking import MlflowClient
 
 import tracking
 from tracking import sender as sender_module
-from tracking.store import STEP_TAG
 
 
 def open_run(uri: str):
@@ -30,7 +29,7 @@ def test_every_point_stored_once_and_watermark_at_the_last_step(tmp_path, monkey
         history = client.get_metric_history(run.run_id, f"m{k}")
         assert sorted(m.step for m in history) == list(range(1, 101))
         assert all(m.value == m.step + k for m in history)
-    assert client.get_run(run.run_id).data.tags[STEP_TAG] == "100"
+    assert client.get_run(run.run_id).data.tags["dynsweep.logged_step"] == "100"
 
     # A retried attempt of the trial skips what was stored and continues the history.
     again = tracking.TrialRun.open(uri, exp, parent, "trial", "trial", {}, {})
@@ -85,7 +84,7 @@ def test_runs_sharing_a_sender_each_get_their_own_points_and_watermark(tmp_path)
         assert sorted((m.step, m.value) for m in history) == [
             (s, 100 * i + s) for s in range(1, 21)
         ]
-        assert client.get_run(run.run_id).data.tags[STEP_TAG] == "20"
+        assert client.get_run(run.run_id).data.tags["dynsweep.logged_step"] == "20"
 
 
 def test_learning_curves_group_splits_of_a_metric_in_one_panel():
