@@ -260,7 +260,7 @@ class SweepSession:
         return f"interrupted; continue with: dynsweep resume {describe(self.folder.location)}"
 
     def close_trials(self, status: str) -> None:
-        tracking.close_unfinished_children(self.uri, self.experiment_id, self.parent_run_id, status)
+        tracking.end_unfinished_children(self.uri, self.experiment_id, self.parent_run_id, status)
 
     def close(self, status: str, error: str | None = None) -> None:
         """Step 9: end the parent run with its status (and the error, as its note)."""

@@ -224,9 +224,6 @@ def end_unfinished_children(uri: str, experiment_id: str, parent_id: str, status
     return n
 
 
-close_unfinished_children = end_unfinished_children  # the old name, for orchestrator/sweep.py
-
-
 def log_summary(uri: str, run_id: str, metrics: dict[str, float], table: dict[str, list]) -> None:
     client = MlflowClient(uri)
     now = int(time.time() * 1000)
