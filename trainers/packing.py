@@ -3,12 +3,12 @@
 Grid points that share an architecture (they differ only in a trainer's ``pack_fields`` and the
 seed) run as one *packed* trainer inside one Tune trial: parameters carry a leading member
 dimension and the forward pass is batched over it (an MLP by hand, with batched matrix
-products; see the packed trainer, e.g. :mod:`trainers.paths.packed`). Members never mix: the loss is
-the sum of the members' losses, so each member's gradient is the one it would have alone, and
-:class:`StackedAdam` updates each member with its own learning rate exactly as
-``torch.optim.Adam`` would. A packed trainer's ``step``/``evaluate`` return one value per member
-for each metric (a list or a 1-d tensor); the loop hands each member's values to that member's
-own run.
+products: see the packed trainer, e.g. :mod:`trainers.paths.packed`). Members never mix: the
+loss is the sum of the members' losses, so each member's gradient is the one it would have
+alone, and :class:`StackedAdam` updates each member with its own learning rate exactly as
+``torch.optim.Adam`` would. A packed trainer (``pack_size`` members) returns from
+``step``/``evaluate`` one value per member for each metric (a list or a 1-d tensor); the loop
+hands each member's values to that member's own run.
 
 A trainer opts in with ``pack_fields`` (config fields that may differ inside a pack) and
 ``packed`` (``"module:Class"`` of its packed form, built from ``(configs, seeds)``).
