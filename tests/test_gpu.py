@@ -69,7 +69,7 @@ def _trainer(name: str):
 )
 def test_each_trainer_trains_and_records_on_cuda(name, cuda, tmp_path):
     trainer = _trainer(name)
-    members = trainer.members
+    members = trainer.pack_size
     kwargs = {"device": cuda, "data_dir": tmp_path / "data"}
     ctx = (
         LocalContext.packed(tmp_path, members, **kwargs)

@@ -93,10 +93,11 @@ class Trainer(ABC):
     probes: ClassVar[tuple[str, ...]] = ()
     distributed: ClassVar[bool] = False  # steps through trainers.distributed engines (DDP, ...)
     # Vectorised packing (trainers.packing): config fields that may differ inside a pack, and
-    # the "module:Class" of the packed form; members: grid points this instance trains.
+    # the "module:Class" of the packed form; pack_size: grid points this instance trains (the
+    # length of the context's ``members``).
     pack_fields: ClassVar[tuple[str, ...]] = ()
     packed: ClassVar[str | None] = None
-    members: int = 1
+    pack_size: int = 1
 
     def __init__(self, config: TrainerConfig) -> None:
         self.config = config

@@ -12,17 +12,20 @@ values go to its own sink in ``ctx.members`` (metrics, recordings), a member who
 non-finite is failed alone, and the scheduler sees the mean over the members still alive.
 
 Metric values may be floats or tensors (0-d, or 1-d with one value per member of a packed
-trainer). Floats are checked and logged at once. Tensors stay on the device until a value is
-needed: a report or checkpoint (every ``report_every`` steps), a metric stop rule whose metric
-is in that step's row (then every such step), the last step, an exception out of the trainer.
-All waiting steps are then copied to the host in one transfer (one per device and dtype; CPU
-tensors are simply read) and logged step by step, with their own step numbers, as if logged
-at once. On a GPU this removes a host-device sync per step. The price: a non-finite value is
-found up to ``report_every`` steps late (at most ``MAX_PENDING``). The trial (or the member)
-still fails with the first bad step's message, every finite step before it is logged, and the
-recordings made from that step on are discarded
-(:meth:`trainers.recording.Recorder.discard_from`), so what is kept equals an immediate check;
-only the extra steps' compute is lost.
+trainer). Every step's values take one path: they join the pending steps (``_Pending``), the
+step is recorded and, when due, evaluated, and the pending steps are then *settled* (copied,
+checked, logged in order) when a value is needed: at once when no value waits on the device
+(floats: a pending list of one step), else at a report or checkpoint (every ``report_every``
+steps), a metric stop rule whose metric is in that step's row (then every such step), the
+last step, ``MAX_PENDING_STEPS`` waiting, or an exception. Tensors are copied to the host in
+one transfer (one per device and dtype; CPU tensors are simply read) and logged step by step,
+with their own step numbers, as if logged at once. On a GPU this removes a host-device sync
+per step. The price: a non-finite tensor value is found up to ``report_every`` steps late (at
+most ``MAX_PENDING_STEPS``). The trial (or the member) still fails with the first bad step's
+message, every finite step before it is logged, and the recordings made from that step on are
+discarded (:meth:`trainers.recording.Recorder.discard_from`), so what is kept equals an
+immediate check; only the extra steps' compute is lost. (A non-finite float is found after
+its own step's recording and evaluation, and that recording is discarded the same way.)
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ from trainers.base import Context, FitResult, Trainer
 from trainers.packing import member_rows
 from trainers.recording import Every, Recorder, RecordSpec
 
-MAX_PENDING = 1000  # steps whose tensor metrics may wait on the device, whatever report_every
+MAX_PENDING_STEPS = 1000  # steps whose tensor metrics may wait on the device, whatever the cadences
+LIVE_MEMBERS = "pack/live_members"  # the scheduler's count of a pack's members still training
 
 
 class StopRule(BaseModel):
@@ -89,33 +93,59 @@ def _due(step: int, every: Every, steps_per_epoch: int | None) -> bool:
 
 
 class _Members:
-    """The members' metric rows, and which members are still alive."""
+    """Where a step's values go: each member's sink (metrics) and recorder (trajectories),
+    and which members are still alive."""
 
-    def __init__(self, ctx: Context, count: int) -> None:
-        if len(ctx.members) != count:
+    def __init__(
+        self, ctx: Context, trainer: Trainer, loop: LoopConfig, attempt: int, resumed: int | None
+    ) -> None:
+        if len(ctx.members) != trainer.pack_size:
             raise ValueError(
-                f"the trainer packs {count} members; the context has {len(ctx.members)}"
+                f"the trainer packs {trainer.pack_size} members; the context has {len(ctx.members)}"
             )
-        self.sinks, self.count = ctx.members, count
+        self.sinks, self.pack_size = ctx.members, trainer.pack_size
         # members not failed, in order (a retried pack's member that failed for good is out)
-        self.live = [i for i, sink in enumerate(self.sinks) if not getattr(sink, "closed", False)]
+        self.live = [i for i, sink in enumerate(self.sinks) if not sink.closed]
         if not self.live:
             raise TrialFailure("every member of this pack has failed already")
-        self.recorders: list[Recorder] = []
+        self.trainer, self.specs, self.columns = trainer, loop.record, {}
+        self.steps_per_epoch = trainer.steps_per_epoch
+        self.recorders = [
+            Recorder(
+                sink.trajectory_dir,
+                attempt=attempt,
+                resumed_from=resumed,
+                chunk_steps=loop.chunk_steps,
+                compression=loop.compression,
+                on_file=sink.on_trajectory_file,
+            )
+            for sink in self.sinks
+        ]
+
+    def record(self, step: int) -> None:
+        """Record every probe due at ``step`` (all of them at step 0) for the live members."""
+        for spec in self.specs:
+            if step == 0 or _due(step, spec.every, self.steps_per_epoch):
+                if spec.probe not in self.columns:
+                    self.columns[spec.probe] = self.trainer.probe_columns(spec.probe)
+                value = self.trainer.probe(spec.probe)
+                for i in self.live:  # a packed probe has one row per member
+                    one = value if self.pack_size == 1 else value[i]
+                    self.recorders[i].record(
+                        spec.trajectory, step, one, self.columns[spec.probe], spec
+                    )
 
     def check(self, step: int, metrics: dict, cut: int) -> list[dict[str, float]]:
         """Rows per member; a member with a non-finite value is failed (the trial, when it
-        was the last one alive) and its recordings from step ``cut`` on are discarded (none
-        exist unless the check comes late)."""
-        rows = member_rows(metrics, self.count)
+        was the last one alive) and its recordings from step ``cut`` on are discarded."""
+        rows = member_rows(metrics, self.pack_size)
         for i in self.live:
             bad = {k: v for k, v in rows[i].items() if not math.isfinite(v)}
             if bad:
                 shown = ", ".join(f"{k} = {v}" for k, v in bad.items())
                 message = f"non-finite metric at step {step}: {shown}"
                 self.live = [j for j in self.live if j != i]
-                if self.recorders:
-                    self.recorders[i].discard_from(cut)
+                self.recorders[i].discard_from(cut)
                 if not self.live:
                     raise TrialFailure(message)
                 self.sinks[i].fail(message)
@@ -127,11 +157,110 @@ class _Members:
 
     def summary(self, rows: list[dict[str, float]]) -> dict[str, float]:
         """What the scheduler sees: the row itself, or the mean over live members."""
-        if self.count == 1:
+        if self.pack_size == 1:
             return rows[0]
         live = [rows[i] for i in self.live]
         out = {k: math.fsum(r[k] for r in live) / len(live) for k in live[0]}
-        return {**out, "pack/live_members": float(len(live))}
+        return {**out, LIVE_MEMBERS: float(len(live))}
+
+    def checkpoint(self, step: int, elapsed_s: float) -> dict[str, Any]:
+        for recorder in self.recorders:  # every row up to this step is on disk first
+            recorder.flush()
+        return {"trainer": self.trainer.state_dict(), "step": step, "elapsed_s": elapsed_s}
+
+    def close(self) -> None:
+        for recorder in self.recorders:
+            recorder.close()
+
+
+class _Pending:
+    """Steps whose metrics are not checked and logged yet: ``[step, step() metrics or None,
+    evaluate() metrics or None]``.
+
+    Every step passes through here. A step of floats is a pending list of one, settled in the
+    same iteration; steps holding tensors wait on the device until a value is needed, then
+    are settled together with one transfer (at most :data:`MAX_PENDING_STEPS` wait).
+    """
+
+    def __init__(self, members: _Members) -> None:
+        self.members = members
+        self.steps: list[list] = []
+        self.on_device = False  # a waiting value is a tensor
+
+    def add(self, step: int, train: dict | None) -> None:
+        self.steps.append([step, train, None])
+        self.on_device = self.on_device or _holds_tensors(train or {})
+
+    def add_evaluation(self, values: dict) -> None:
+        """``evaluate()``'s metrics, taken after the newest step (and its recording)."""
+        self.steps[-1][2] = values
+        self.on_device = self.on_device or _holds_tensors(values)
+
+    def must_settle(self, stop: StopRule, due: bool) -> bool:
+        """Whether to settle now: ``due`` (a report, a checkpoint, the end), nothing waits on
+        the device, the bound is reached, or the metric stop rule needs the newest values
+        (its metric is in that step's row, or is the pack's live-member count)."""
+        if due or not self.on_device or len(self.steps) >= MAX_PENDING_STEPS:
+            return True
+        if stop.metric is None:
+            return False
+        _, train, evaluation = self.steps[-1]
+        return (
+            stop.metric in train or stop.metric in (evaluation or ()) or stop.metric == LIVE_MEMBERS
+        )
+
+    def settle(self) -> list[dict[str, float]]:
+        """Check and log every pending step in order; the last step's rows."""
+        return self._log(self._fetch())
+
+    def settle_after(self, exc: Exception) -> None:
+        """Something raised ``exc`` with steps pending: log them. A non-finite value among them
+        was the first failure: it is raised, chained to ``exc``. When the copy from the device
+        fails (the device is broken: torch raises a ``RuntimeError``), ``exc`` stays the error
+        raised, with a note, and the steps are not logged. An error of a sink propagates (its
+        context is ``exc``)."""
+        if not self.steps:
+            return
+        try:
+            entries = self._fetch()
+        except RuntimeError as error:
+            exc.add_note(f"{len(self.steps)} pending steps were not logged: {error!r}")
+            self.steps.clear()
+            return
+        try:
+            self._log(entries)
+        except TrialFailure as failure:
+            raise failure from exc
+
+    def _fetch(self) -> list[list]:
+        """The pending steps, taken out, with every tensor copied to the host in one transfer
+        (one per device and dtype)."""
+        entries = self.steps
+        if self.on_device:
+            flat = host_values([d or {} for _, train, ev in entries for d in (train, ev)])
+            entries = [
+                [
+                    step,
+                    None if train is None else flat[2 * n],
+                    None if ev is None else flat[2 * n + 1],
+                ]
+                for n, (step, train, ev) in enumerate(entries)
+            ]
+        self.steps, self.on_device = [], False
+        return entries
+
+    def _log(self, entries: list[list]) -> list[dict[str, float]]:
+        members = self.members
+        for step, train, evaluation in entries:
+            if train is None:  # the starting state: its evaluation only
+                rows = members.check(step, evaluation, cut=step + 1)
+            else:
+                rows = members.check(step, train, cut=step)  # no recording of a bad step
+                if evaluation is not None:  # evaluated after the step's recording: it stays
+                    for row, values in zip(rows, members.check(step, evaluation, cut=step + 1)):
+                        row.update(values)
+            members.log(step, rows)
+        return rows
 
 
 def fit(
@@ -152,107 +281,41 @@ def fit(
     if resume is not None:
         trainer.load_state_dict(resume["trainer"])
         start, elapsed_before = int(resume["step"]), float(resume["elapsed_s"])
-    members = _Members(ctx, trainer.members)
-    recorders = members.recorders = [
-        Recorder(
-            sink.trajectory_dir,
-            attempt=attempt,
-            resumed_from=start if resume is not None else None,
-            chunk_steps=loop.chunk_steps,
-            compression=loop.compression,
-            on_file=sink.on_trajectory_file,
-        )
-        for sink in ctx.members
-    ]
-    spe = trainer.steps_per_epoch
-    columns: dict[str, dict] = {}
-    # Steps whose metrics are still tensors on the device: [step, step() metrics, evaluate()
-    # metrics or None], settled (copied, checked, logged) when a value is needed.
-    pending: list[list] = []
-    t0 = time.monotonic()
-
-    def record(step: int) -> None:
-        for spec in loop.record:
-            if step == 0 or _due(step, spec.every, spe):
-                if spec.probe not in columns:
-                    columns[spec.probe] = trainer.probe_columns(spec.probe)
-                value = trainer.probe(spec.probe)
-                for i in members.live:  # a packed probe has one row per member
-                    recorders[i].record(
-                        spec.trajectory,
-                        step,
-                        value if members.count == 1 else value[i],
-                        columns[spec.probe],
-                        spec,
-                    )
-
-    def settle() -> list[dict[str, float]]:
-        """Check and log every pending step in order (one transfer); the last step's rows."""
-        entries = pending[:]
-        pending.clear()
-        fetched = host_values([m for _, train, ev in entries for m in (train, ev or {})])
-        for n, (step, _, ev) in enumerate(entries):
-            train, extra = fetched[2 * n], fetched[2 * n + 1]
-            rows = members.check(step, train, cut=step)  # no recording of a bad step
-            if ev is not None:  # evaluated after the step's recording: that row stays
-                for row, values in zip(rows, members.check(step, extra, cut=step + 1)):
-                    row.update(values)
-            members.log(step, rows)
-        return rows
-
-    def checkpoint(step: int) -> dict[str, Any]:
-        for recorder in recorders:  # every row up to this step is on disk before the checkpoint
-            recorder.flush()
-        elapsed = elapsed_before + time.monotonic() - t0
-        return {"trainer": trainer.state_dict(), "step": step, "elapsed_s": elapsed}
-
+    members = _Members(ctx, trainer, loop, attempt, start if resume is not None else None)
+    pending = _Pending(members)
+    t0 = time.monotonic() - elapsed_before  # elapsed time, across attempts: monotonic() - t0
     try:
         # Evaluate the starting state, so every report carries the eval metrics (schedulers
         # compare trials on them) and step 0 of a fresh run has its baseline.
-        rows = members.check(start, trainer.evaluate(), cut=start + 1)
-        members.log(start, rows)
-        metrics = members.summary(rows)
+        pending.add(start, None)
+        pending.add_evaluation(trainer.evaluate())
+        metrics = members.summary(pending.settle())
         if resume is None:
-            record(0)
+            members.record(0)
         step, reason = start, None
         try:
             while step < stop.iterations:
                 step += 1
-                train = trainer.step()
-                deferred = bool(pending) or _holds_tensors(train)
-                if deferred:
-                    pending.append([step, train, None])
-                else:  # floats: checked before anything is recorded at this step
-                    rows = members.check(step, train, cut=step)
-                record(step)
-                if _due(step, loop.eval_every, spe) or step == stop.iterations:
-                    extra = trainer.evaluate()
-                    if deferred:
-                        pending[-1][2] = extra
-                    else:
-                        for row, values in zip(rows, members.check(step, extra, cut=step + 1)):
-                            row.update(values)
-                elapsed = elapsed_before + time.monotonic() - t0
-                time_up = stop.time_s is not None and elapsed >= stop.time_s
-                due = step % loop.checkpoint_every == 0 or step % loop.report_every == 0
-                if deferred:
-                    needed = time_up or due or step == stop.iterations
-                    if not (needed or len(pending) >= MAX_PENDING or _wants(stop, pending[-1])):
-                        continue
-                    rows = settle()
-                else:
-                    members.log(step, rows)
-                metrics = members.summary(rows)
+                pending.add(step, trainer.step())
+                members.record(step)
+                last = step == stop.iterations
+                if last or _due(step, loop.eval_every, members.steps_per_epoch):
+                    pending.add_evaluation(trainer.evaluate())
+                time_up = stop.time_s is not None and time.monotonic() - t0 >= stop.time_s
+                checkpoint = step % loop.checkpoint_every == 0
+                report = checkpoint or step % loop.report_every == 0
+                if not pending.must_settle(stop, due=time_up or report or last):
+                    continue
+                metrics = members.summary(pending.settle())
                 reason = "time" if time_up else _metric_reached(stop, metrics)
-                if reason is not None or step == stop.iterations:
+                if reason is not None or last:
                     break
-                if step % loop.checkpoint_every == 0:
-                    ctx.report(step, metrics, checkpoint(step))
-                elif step % loop.report_every == 0:
-                    ctx.report(step, metrics, None)
+                if report:
+                    saved = members.checkpoint(step, time.monotonic() - t0) if checkpoint else None
+                    ctx.report(step, metrics, saved)
         except Exception as exc:
-            if pending and not isinstance(exc, TrialFailure):
-                _settle_after(settle, exc)  # log the steps done, or fail at an earlier NaN
+            if not isinstance(exc, TrialFailure):
+                pending.settle_after(exc)  # log the steps done, or fail at an earlier NaN
             raise
         result = FitResult(step=step, metrics=metrics, stop_reason=reason or "iterations")
         if ctx.parallel.chief:
@@ -260,36 +323,14 @@ def fit(
             folder.mkdir(parents=True, exist_ok=True)
             for path in trainer.write_artifacts(folder):
                 ctx.log_file(path, "figures")
-        ctx.finish(result, checkpoint(step), trainer.export())
+        ctx.finish(result, members.checkpoint(step, time.monotonic() - t0), trainer.export())
         return result
     finally:
-        for recorder in recorders:
-            recorder.close()
+        members.close()
 
 
 def _holds_tensors(metrics: dict) -> bool:
     return any(isinstance(v, torch.Tensor) for v in metrics.values())
-
-
-def _wants(stop: StopRule, entry: list) -> bool:
-    """Whether the metric stop rule needs this pending step's values now (its metric is in
-    the step's row, or is the pack's live-member count)."""
-    if stop.metric is None:
-        return False
-    _, train, ev = entry
-    return stop.metric in train or stop.metric in (ev or ()) or stop.metric == "pack/live_members"
-
-
-def _settle_after(settle, exc: Exception) -> None:
-    """The trainer raised with steps pending: log them (a non-finite one among them is the
-    first failure and is raised, chained to ``exc``); a second error while copying (a broken
-    device) is dropped in favour of ``exc``."""
-    try:
-        settle()
-    except TrialFailure as failure:
-        raise failure from exc
-    except Exception:
-        pass
 
 
 def host_values(dicts: list[dict]) -> list[dict]:

@@ -2,12 +2,13 @@
 
 Grid points that share an architecture (they differ only in a trainer's ``pack_fields`` and the
 seed) run as one *packed* trainer inside one Tune trial: parameters carry a leading member
-dimension and the forward pass is ``torch.func.vmap``-ed over it. Members never mix: the loss is
-the sum of the members' losses, so each member's gradient is the one it would have alone, and
-:class:`StackedAdam` updates each member with its own learning rate exactly as
-``torch.optim.Adam`` would. A packed trainer's ``step``/``evaluate`` return one value per member
-for each metric (a list or a 1-d tensor); the loop hands each member's values to that member's
-own run.
+dimension and the forward pass is batched over it (an MLP by hand, with batched matrix
+products: see the packed trainer, e.g. :mod:`trainers.paths.packed`). Members never mix: the
+loss is the sum of the members' losses, so each member's gradient is the one it would have
+alone, and :class:`StackedAdam` updates each member with its own learning rate exactly as
+``torch.optim.Adam`` would. A packed trainer (``pack_size`` members) returns from
+``step``/``evaluate`` one value per member for each metric (a list or a 1-d tensor); the loop
+hands each member's values to that member's own run.
 
 A trainer opts in with ``pack_fields`` (config fields that may differ inside a pack) and
 ``packed`` (``"module:Class"`` of its packed form, built from ``(configs, seeds)``).
@@ -39,7 +40,7 @@ def pack_key(cls: type[Trainer], config: TrainerConfig) -> str:
     return json.dumps({k: v for k, v in fields.items() if k not in cls.pack_fields}, sort_keys=True)
 
 
-def member_rows(metrics: dict[str, Any], members: int) -> list[dict[str, float]]:
+def member_rows(metrics: dict[str, Any], pack_size: int) -> list[dict[str, float]]:
     """Per-member metric dicts from a trainer's metrics: floats or 0-d tensors (an ordinary
     trainer), or lists or 1-d tensors with one value per member (a packed one, of any size).
     Tensors are copied to the host one by one here (the loop batches them when it can)."""
@@ -47,7 +48,7 @@ def member_rows(metrics: dict[str, Any], members: int) -> list[dict[str, float]]
         metrics = host_metrics(metrics)
     if not any(isinstance(v, list | tuple) for v in metrics.values()):
         return [dict(metrics)]
-    return [{k: float(v[i]) for k, v in metrics.items()} for i in range(members)]
+    return [{k: float(v[i]) for k, v in metrics.items()} for i in range(pack_size)]
 
 
 def host_metrics(metrics: dict[str, Any]) -> dict[str, Any]:

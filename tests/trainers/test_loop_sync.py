@@ -78,10 +78,11 @@ def test_tensor_metrics_equal_float_metrics_step_for_step(tmp_path, monkeypatch)
     stop = StopRule(iterations=33)
     tensors, plain = LocalContext(tmp_path / "t"), LocalContext(tmp_path / "f")
     result = fit(ClassifierTrainer(SMALL), tensors, LOOP, stop)
-    # One transfer per report (steps 7, 10, 14, 20, 21, 28, 30) and at the end: not 33.
-    assert len(transfers) == 8 and sum(transfers) == 2 * 33
+    # One transfer for the starting state's evaluation, one per report (steps 7, 10, 14, 20,
+    # 21, 28, 30) and one at the end: not 34 (each step is two dicts, step() and evaluate()).
+    assert len(transfers) == 9 and sum(transfers) == 2 * 34
     expected = fit(FloatClassifier(SMALL), plain, LOOP, stop)
-    assert len(transfers) == 8  # floats never wait
+    assert len(transfers) == 9  # floats never wait: nothing to copy
     assert tensors.metrics == plain.metrics  # same steps, same values, same order
     assert [s for s, _ in tensors.metrics] == list(range(34))
     assert all(type(v) is float for _, m in tensors.metrics for v in m.values())
@@ -155,6 +156,50 @@ def test_an_exception_logs_the_pending_steps_first(tmp_path):
     assert [s for s, _ in ctx.metrics] == list(range(11))
 
 
+class CrashAt13(ClassifierTrainer):
+    def step(self):
+        self.done = getattr(self, "done", 0) + 1
+        if self.done == 13:
+            self.crashed = True
+            raise RuntimeError("injected")
+        return super().step()
+
+
+def test_a_failed_copy_after_an_exception_keeps_the_trainers_error(tmp_path, monkeypatch):
+    """The device broke (the copy of the pending steps raises too): the trainer's error is
+    raised, with a note that the pending steps (11, 12) were not logged."""
+    trainer, original = CrashAt13(SMALL), loop_module.host_values
+
+    def copy(dicts):
+        if getattr(trainer, "crashed", False):
+            raise RuntimeError("device lost")
+        return original(dicts)
+
+    monkeypatch.setattr(loop_module, "host_values", copy)
+    ctx = LocalContext(tmp_path)
+    with pytest.raises(RuntimeError) as info:
+        fit(trainer, ctx, LOOP, StopRule(iterations=30))
+    assert info.value.args == ("injected",)
+    assert info.value.__notes__ == ["2 pending steps were not logged: RuntimeError('device lost')"]
+    assert [s for s, _ in ctx.metrics] == list(range(11))
+
+
+def test_a_sink_error_after_an_exception_is_raised_chained_to_it(tmp_path):
+    """Logging the pending steps fails (the store): that error is not swallowed."""
+
+    class BrokenStore(LocalContext):
+        def log_metrics(self, step, metrics):
+            if step == 12:
+                raise OSError("store gone")
+            super().log_metrics(step, metrics)
+
+    ctx = BrokenStore(tmp_path)
+    with pytest.raises(OSError, match="store gone") as info:
+        fit(CrashAt13(SMALL), ctx, LOOP, StopRule(iterations=30))
+    assert str(info.value.__context__) == "injected"
+    assert [s for s, _ in ctx.metrics] == list(range(12))
+
+
 @pytest.mark.parametrize(
     "stop",
     [
@@ -198,11 +243,11 @@ class PackedToy(Trainer):
 
     def __init__(self, config: ToyConfig) -> None:
         super().__init__(config)
-        self.members = len(config.lr)
+        self.pack_size = len(config.lr)
 
     def setup(self, ctx) -> None:
         gen = torch.Generator().manual_seed(ctx.seed)
-        self.w = torch.zeros(self.members, 5)
+        self.w = torch.zeros(self.pack_size, 5)
         self.target = torch.randn(5, generator=gen)
         self.lr = torch.tensor(self.config.lr)[:, None]
         self.done = 0
@@ -267,3 +312,17 @@ def test_all_members_diverging_fails_the_trial_at_the_first_bad_step(tmp_path):
             StopRule(iterations=20),
         )
     assert [s for s, _ in ctx.member_contexts[0].metrics] == list(range(5))
+
+
+def test_at_most_max_pending_steps_wait_on_the_device(tmp_path, monkeypatch):
+    transfers, original = [], loop_module.host_values
+    monkeypatch.setattr(
+        loop_module, "host_values", lambda dicts: transfers.append(len(dicts)) or original(dicts)
+    )
+    monkeypatch.setattr(loop_module, "MAX_PENDING_STEPS", 4)
+    loop = LoopConfig(report_every=10**6, eval_every=10**6, checkpoint_every=10**6)
+    ctx = LocalContext(tmp_path)
+    fit(ClassifierTrainer(SMALL), ctx, loop, StopRule(iterations=10))
+    # The starting state, steps 1-4, 5-8, then 9-10 (the last step): two dicts a step.
+    assert transfers == [2, 8, 8, 4]
+    assert [s for s, _ in ctx.metrics] == list(range(11))

@@ -53,7 +53,7 @@ class PackedPathsTrainer(Trainer):
             )
         super().__init__(configs[0])
         self.configs, self.seeds = list(configs), list(seeds)
-        self.members = len(configs)
+        self.pack_size = len(configs)
 
     def setup(self, ctx: Context) -> None:
         cfg, device = self.config, ctx.device
@@ -92,7 +92,7 @@ class PackedPathsTrainer(Trainer):
         self.generators = [torch.Generator().manual_seed(s + 1) for s in self.seeds]
         n_train = self.data["train"][1].shape[1 - self.shared]
         self.batches = [Batches(n_train, cfg.batch_size or n_train, s + 2) for s in self.seeds]
-        self.best_loss = torch.full((self.members,), math.inf, device=device, dtype=dtype)
+        self.best_loss = torch.full((self.pack_size,), math.inf, device=device, dtype=dtype)
         self.best_theta = self.theta.detach().clone()
         self.best_log_scale = self.log_scale.detach().clone()
 
@@ -163,7 +163,7 @@ class PackedPathsTrainer(Trainer):
         idx = torch.stack([b.next() for b in self.batches]).to(self.device)
         if self.shared:
             return x[idx], y[idx], 0
-        rows = torch.arange(self.members, device=self.device)[:, None]
+        rows = torch.arange(self.pack_size, device=self.device)[:, None]
         return x[rows, idx], y[rows, idx], 0
 
     def step(self) -> dict[str, list[float]]:
@@ -192,7 +192,7 @@ class PackedPathsTrainer(Trainer):
     @torch.no_grad()
     def evaluate(self) -> dict[str, list[float]]:
         t = torch.linspace(0, 1, self.config.eval_points, device=self.device, dtype=self.dtype)
-        t = t.expand(self.members, -1)
+        t = t.expand(self.pack_size, -1)
         x, y = self.data["val"]
         data_dim = None if self.shared else 0
         out = self.curve_outputs(t, x, data_dim)  # once, for the loss and the accuracy
@@ -214,7 +214,7 @@ class PackedPathsTrainer(Trainer):
 
     def probe(self, name: str) -> torch.Tensor:
         if name == "control_points":
-            return self.theta.detach().reshape(self.members, -1)
+            return self.theta.detach().reshape(self.pack_size, -1)
         raise KeyError(name)
 
     def state_dict(self) -> dict[str, Any]:
@@ -251,7 +251,7 @@ class PackedPathsTrainer(Trainer):
                 .clone(),
                 "shapes": shapes,
             }
-            for i in range(self.members)
+            for i in range(self.pack_size)
         ]
 
 

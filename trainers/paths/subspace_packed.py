@@ -35,7 +35,7 @@ class PackedSubspaceTrainer(Trainer):
             raise ValueError("sampler: only mclmc packs (NUTS runs one chain at a time)")
         super().__init__(configs[0])
         self.configs, self.seeds = list(configs), list(seeds)
-        self.members = len(configs)
+        self.pack_size = len(configs)
 
     def setup(self, ctx: Context) -> None:
         self.parts = []
@@ -54,7 +54,7 @@ class PackedSubspaceTrainer(Trainer):
         self.mclmc = first.make_mclmc(self.posterior, starts, [p.seed for p in self.parts])
         self.current: list[torch.Tensor] = []
         self.seconds = 0.0
-        self._last = [0.0] * self.members
+        self._last = [0.0] * self.pack_size
 
     @property
     def done(self) -> bool:
@@ -70,24 +70,24 @@ class PackedSubspaceTrainer(Trainer):
             self.seconds += time.perf_counter() - started
             if len(self.current) == cfg.draws:
                 self._finish()
-            logp = -sampler.state["logdensity"].reshape(self.members, -1).mean(1)
+            logp = -sampler.state["logdensity"].reshape(self.pack_size, -1).mean(1)
             self._last = logp.tolist()
         return {"train/potential": list(self._last)}
 
     def _finish(self) -> None:
         draws = torch.stack(self.current, 1).reshape(
-            self.members, self.config.chains, -1, self.parts[0].dim
+            self.pack_size, self.config.chains, -1, self.parts[0].dim
         )
-        per_member = self.mclmc.evaluations // self.members
+        per_member = self.mclmc.evaluations // self.pack_size
         for part, member_draws in zip(self.parts, draws):
             part.samples = list(member_draws)
-            part.evaluations, part.seconds = per_member, self.seconds / self.members
+            part.evaluations, part.seconds = per_member, self.seconds / self.pack_size
         self.current = []
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, list[float]]:
         if not self.done:
-            return {"val/chains_done": [0.0] * self.members}
+            return {"val/chains_done": [0.0] * self.pack_size}
         rows = [part.evaluate() for part in self.parts]
         return {k: [row[k] for row in rows] for k in rows[0]}
 
@@ -105,8 +105,8 @@ class PackedSubspaceTrainer(Trainer):
         self.current, self.seconds = list(state["current"]), float(state["seconds"])
         for part, samples, evaluations in zip(self.parts, state["samples"], state["evaluations"]):
             part.samples, part.evaluations = list(samples), int(evaluations)
-            part.seconds = self.seconds / self.members
-        logp = -self.mclmc.state["logdensity"].reshape(self.members, -1).mean(1)
+            part.seconds = self.seconds / self.pack_size
+        logp = -self.mclmc.state["logdensity"].reshape(self.pack_size, -1).mean(1)
         self._last = logp.tolist()
 
     def export(self) -> list[dict[str, Any]]:
