@@ -65,7 +65,10 @@ def experiment(folder: Path, name: str, endpoint: str, **extra) -> Path:
             "trainer": "flaky",  # the classifier, slowed down so a node can die mid-trial
             "config": {
                 "fail_at": 10_000,
-                "step_sleep_s": 0.05,
+                # 35 steps after the tests' step-25 mark take ≥ 5 s: time to see the mark in
+                # the store and kill a node while its trial still runs (at 0.05 s a step, an
+                # idle machine sometimes finished the trial first)
+                "step_sleep_s": 0.15,
                 "optimizer": {"lr": {"grid": [0.05, 0.2]}},
                 "model": {"widths": {"grid": [[8], [16]]}},
             },
