@@ -102,7 +102,7 @@ class SweepSession:
         session = cls(
             setup.spec, address=address, tracking_uri=setup.uri, analyze=analyze, show=show
         )
-        session.uri, session.tags = setup.uri, setup.tags
+        session.tags = setup.tags  # (its uri: the manifest's, chosen above)
         session.restore, session.folder, session.setup = True, folder, setup
         session.experiment_id, session.parent_run_id = setup.experiment_id, setup.parent_run_id
         return session

@@ -286,9 +286,11 @@ def find_or_create_runs(
             runs.append(TrialRun.continue_run(uri, found[s.trial_id], sender))
         else:
             run_id, artifact_uri = created[s.trial_id]
-            new_run = TrialRun(uri, run_id, -1, s.params, artifact_uri, sender=sender)
-            new_run.run_name = s.run_name
-            runs.append(new_run)
+            runs.append(
+                TrialRun(
+                    uri, run_id, -1, s.params, artifact_uri, sender=sender, run_name=s.run_name
+                )
+            )
     return runs
 
 
